@@ -1,0 +1,66 @@
+"""Load any Hugging Face image-text-to-text model and its processor, or a built-in model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+BUILTIN_MODELS = {
+    "tiny": "a real LlavaForConditionalGeneration (CLIP + Llama, ~0.9M parameters), pre-trained "
+    "by cltune on the stream's general tasks on first use and cached",
+}
+CACHE_ENV = "CLTUNE_CACHE"
+
+
+def cache_dir() -> Path:
+    """Where built-in models are cached: ``$CLTUNE_CACHE`` or ``~/.cache/cltune``."""
+    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "cltune")
+
+
+def _looks_local(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~")) or Path(name).exists()
+
+
+def load_model(
+    name_or_path: str,
+    *,
+    dtype: torch.dtype | str | None = None,
+    pretrain_tasks: list | None = None,
+    seed: int = 0,
+) -> tuple[nn.Module, Any]:
+    """Return ``(model, processor)`` for a built-in name, a local folder or a Hub id.
+
+    ``pretrain_tasks`` are the general tasks the built-in ``tiny`` model is pre-trained on
+    (the default stream's if None); hub and local models ignore them.
+    """
+    if name_or_path == "tiny":
+        from cltune.models.tiny import load_tiny
+
+        return load_tiny(pretrain_tasks, seed=seed)
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    if _looks_local(name_or_path):
+        path = Path(name_or_path).expanduser()
+        if not path.is_dir():
+            raise FileNotFoundError(
+                f"model folder {str(path)!r} does not exist; give a folder written by "
+                f"save_pretrained, a Hub id, or a built-in model ({', '.join(BUILTIN_MODELS)})"
+            )
+        name_or_path = str(path)
+    try:
+        processor = AutoProcessor.from_pretrained(name_or_path)
+        model = AutoModelForImageTextToText.from_pretrained(name_or_path, dtype=dtype or "auto")
+    except OSError as err:
+        raise OSError(
+            f"cannot load model {name_or_path!r}: not a local model folder, and the Hugging Face Hub "
+            f"did not provide it ({err}). Check the id, your network, or use a built-in model "
+            f"({', '.join(BUILTIN_MODELS)})"
+        ) from err
+    tokenizer = getattr(processor, "tokenizer", processor)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, processor
