@@ -230,8 +230,7 @@ METRIC_DEFINITIONS: dict[str, str] = {
     "bwt": "BWT (GEM): mean over earlier tasks of final minus just-learned score; <0 = forgetting.",
     "fwt": "FWT (GEM): mean over tasks i>1 of score before training on i minus zero-shot score.",
     "forgetting_chaudhry": (
-        "Forgetting (Chaudhry 2018): mean over earlier tasks of best score since learned "
-        "minus final score."
+        "Forgetting (Chaudhry 2018): mean over earlier tasks of best score since learned minus final score."
     ),
     "forgetting_avalanche": (
         "Forgetting (Avalanche): mean over earlier tasks of just-learned minus final score (-BWT)."

@@ -46,9 +46,7 @@ def aggregate(values: Sequence[float], confidence: float = 0.95) -> Summary:
     mean = float(array.mean())
     if array.size == 1:
         return Summary(mean, mean, mean, 1)
-    half_width = float(
-        stats.t.ppf((1 + confidence) / 2, df=array.size - 1) * stats.sem(array, ddof=1)
-    )
+    half_width = float(stats.t.ppf((1 + confidence) / 2, df=array.size - 1) * stats.sem(array, ddof=1))
     return Summary(mean, mean - half_width, mean + half_width, int(array.size))
 
 

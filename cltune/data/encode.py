@@ -91,7 +91,7 @@ def _pad_sequence(tensors: list[torch.Tensor], value: int, left: bool) -> torch.
     for i, t in enumerate(tensors):
         t = t.reshape(-1)
         if left:
-            out[i, length - len(t):] = t
+            out[i, length - len(t) :] = t
         else:
             out[i, : len(t)] = t
     return out

@@ -1,18 +1,22 @@
 """Stream recipes: TOML files that name the tasks of a stream, their sources and sizes.
 
-    name = "default"
-    seed = 0
-    [defaults]            # optional: applied to every task that does not set them
-    train_size = 400
-    test_size = 100
-    [[tasks]]             # the experiences, in training order
-    name = "colour"
-    source = "easyvqa"
-    question_type = "color"   # any other key is an option of the source
-    [[general]]           # held-out tasks that measure general knowledge (never trained on)
-    name = "shape"
-    source = "easyvqa"
-    question_type = "shape"
+name = "default"
+seed = 0
+[defaults]            # optional: applied to every task that does not set them
+train_size = 400
+test_size = 100
+[[tasks]]             # the experiences, in training order
+name = "colour"
+source = "easyvqa"
+question_type = "color"   # any other key is an option of the source
+[[general]]           # held-out tasks that measure general knowledge (never trained on)
+name = "shape"
+source = "easyvqa"
+question_type = "shape"
+[train]               # optional: training options (see cltune.strategies.config.TrainConfig)
+lr = 1e-3
+[strategy.replay]     # optional: hyper-parameters of a named strategy
+buffer_size = 100
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 STREAMS_DIR = Path(__file__).resolve().parents[2] / "streams"
-TOP_KEYS = {"name", "seed", "description", "defaults", "tasks", "general"}
+TOP_KEYS = {"name", "seed", "description", "defaults", "tasks", "general", "train", "strategy"}
 TASK_KEYS = {"name", "source", "train_size", "test_size", "metric"}
 SIZE_KEYS = ("train_size", "test_size")
 
@@ -75,7 +79,12 @@ def read_recipe(recipe: str | Path | None) -> dict[str, Any]:
         "description": data.get("description", ""),
         "tasks": [],
         "general": [],
+        "train": data.get("train", {}),
+        "strategy": data.get("strategy", {}),
     }
+    for key in ("train", "strategy"):
+        if not isinstance(resolved[key], dict):
+            raise ValueError(f"{path}: [{key}] must be a table")
     for section in ("tasks", "general"):
         entries = data.get(section, [])
         if not isinstance(entries, list):

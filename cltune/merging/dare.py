@@ -12,9 +12,7 @@ from cltune.merging._common import as_generator, check_density, stack_deltas, we
 from cltune.merging.ties import SignMethod, agreement_mask, disjoint_mean
 
 
-def drop_and_rescale(
-    delta: Tensor, density: float, rng: torch.Generator | int | None = None
-) -> Tensor:
+def drop_and_rescale(delta: Tensor, density: float, rng: torch.Generator | int | None = None) -> Tensor:
     """``δ̃ = (m ⊙ δ) / (1 − p)`` with ``m ~ Bernoulli(1 − p)`` per entry, ``p = 1 − density``.
 
     The mask is one ``torch.bernoulli`` draw of ``delta``'s shape and dtype from ``rng``

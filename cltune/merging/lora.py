@@ -76,8 +76,7 @@ def lora_factors(state_dict: Mapping[str, Tensor]) -> dict[str, tuple[Tensor, Te
         a, b = pair["A"], pair["B"]
         if a.dim() != 2 or b.dim() != 2 or b.shape[1] != a.shape[0]:
             raise ValueError(
-                f"{module!r}: expected A (r, in) and B (out, r), got {tuple(a.shape)} and "
-                f"{tuple(b.shape)}"
+                f"{module!r}: expected A (r, in) and B (out, r), got {tuple(a.shape)} and {tuple(b.shape)}"
             )
         factors[module] = (a, b)
     return factors

@@ -9,9 +9,7 @@ from torch import Tensor
 from cltune.merging._common import stack_deltas, weight_column
 
 
-def task_arithmetic_merge(
-    deltas: Sequence[Tensor], weights: Sequence[float] | None = None
-) -> Tensor:
+def task_arithmetic_merge(deltas: Sequence[Tensor], weights: Sequence[float] | None = None) -> Tensor:
     """Weighted sum of task vectors: ``τ_m = Σ_t w_t τ_t``.
 
     The paper adds ``λ Σ_t τ_t`` to the base; ``weights`` carry ``λ`` (per task). ``None`` means

@@ -10,9 +10,7 @@ from torch import Tensor
 
 def _check_shape(key: str, expected: Tensor, got: Tensor, what: str) -> None:
     if expected.shape != got.shape:
-        raise ValueError(
-            f"{key!r}: base has shape {tuple(expected.shape)}, {what} has {tuple(got.shape)}"
-        )
+        raise ValueError(f"{key!r}: base has shape {tuple(expected.shape)}, {what} has {tuple(got.shape)}")
 
 
 def task_vector(base: Mapping[str, Tensor], tuned: Mapping[str, Tensor]) -> dict[str, Tensor]:

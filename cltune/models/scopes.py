@@ -18,12 +18,19 @@ SCOPES = ("language_model", "vision_tower", "projector", "all")
 PART_PATHS = {
     "language_model": ("model.language_model", "model.text_model", "language_model", "text_model"),
     "vision_tower": (
-        "model.vision_tower", "model.visual", "model.vision_model", "vision_tower", "visual",
+        "model.vision_tower",
+        "model.visual",
+        "model.vision_model",
+        "vision_tower",
+        "visual",
         "vision_model",
     ),
     "projector": (
-        "model.multi_modal_projector", "model.visual.merger", "model.connector",
-        "multi_modal_projector", "connector",
+        "model.multi_modal_projector",
+        "model.visual.merger",
+        "model.connector",
+        "multi_modal_projector",
+        "connector",
     ),
 }
 LM_HEAD_PATHS = ("lm_head", "model.lm_head")

@@ -24,7 +24,7 @@ from cltune.data.task import Task
 from cltune.models.loading import cache_dir
 from cltune.models.tiny_build import build_processor, build_random_model, build_tokenizer
 
-PRETRAIN = {"version": 1, "steps": 700, "batch_size": 32, "lr": 2e-3, "warmup": 50}
+PRETRAIN = {"version": 1, "steps": 500, "batch_size": 32, "lr": 2e-3, "warmup": 50}
 
 
 def _corpus() -> list[str]:
@@ -32,8 +32,15 @@ def _corpus() -> list[str]:
     from cltune.data.sources import cifar10, digits, easyvqa
 
     questions, answers, _ = easyvqa._questions("train")
-    words = [*cifar10.CLASS_NAMES, *digits.CLASS_NAMES, "what is in the image?",
-             "which digit is this?", "Answer with the option's text.", "yes", "no"]
+    words = [
+        *cifar10.CLASS_NAMES,
+        *digits.CLASS_NAMES,
+        "what is in the image?",
+        "which digit is this?",
+        "Answer with the option's text.",
+        "yes",
+        "no",
+    ]
     return [*questions, *answers, *words]
 
 
@@ -71,7 +78,9 @@ def pretrain(model: torch.nn.Module, encoder: Encoder, tasks: list[Task], seed: 
     model.eval()
 
 
-def load_tiny(tasks: list[Task] | None, seed: int = 0) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
+def load_tiny(
+    tasks: list[Task] | None, seed: int = 0
+) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
     """The pre-trained tiny model for ``tasks`` (the default stream's general tasks if None)."""
     if tasks is None:
         from cltune.data.recipe import load_stream

@@ -55,8 +55,6 @@ def hft_masks(params: Mapping[str, Tensor], ratio: float = 0.5, seed: int = 0) -
     """Whole-tensor masks for ``hft_select``: all True for trained matrices and for vectors."""
     trained = hft_select(params, ratio, seed)
     return {
-        name: torch.full(
-            p.shape, name in trained or p.dim() != 2, dtype=torch.bool, device=p.device
-        )
+        name: torch.full(p.shape, name in trained or p.dim() != 2, dtype=torch.bool, device=p.device)
         for name, p in params.items()
     }

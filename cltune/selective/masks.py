@@ -58,9 +58,7 @@ def _top_k(scores: list[Tensor], k: int) -> list[Tensor]:
     return [m.view(s.shape) for m, s in zip(parts, scores, strict=True)]
 
 
-def topk_masks(
-    scores: Mapping[str, Tensor], ratio: float, granularity: Granularity = "tensor"
-) -> Masks:
+def topk_masks(scores: Mapping[str, Tensor], ratio: float, granularity: Granularity = "tensor") -> Masks:
     """Keep the top ``ratio`` entries by score, counted within each group.
 
     ``granularity``: ``"tensor"`` (each parameter on its own), ``"layer"`` (all parameters of
@@ -94,7 +92,5 @@ def random_masks(
     Reproducible from ``seed`` (a CPU generator, independent of the global RNG and device).
     """
     generator = torch.Generator().manual_seed(seed)
-    scores = {
-        name: torch.rand(p.shape, generator=generator).to(p.device) for name, p in params.items()
-    }
+    scores = {name: torch.rand(p.shape, generator=generator).to(p.device) for name, p in params.items()}
     return topk_masks(scores, ratio, granularity)

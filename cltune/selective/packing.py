@@ -49,6 +49,5 @@ def load_masks(path: str | Path, device: str | torch.device = "cpu") -> Masks:
             raise ValueError(f"{path} was not written by save_masks (no mask shapes recorded)")
         shapes = json.loads(metadata[_SHAPES_KEY])
         return {
-            name: unpack_bits(f.get_tensor(name), tuple(shape)).to(device)
-            for name, shape in shapes.items()
+            name: unpack_bits(f.get_tensor(name), tuple(shape)).to(device) for name, shape in shapes.items()
         }

@@ -12,8 +12,7 @@ from PIL import Image
 
 DATA_DIR_ENV = "CLTUNE_DATA_DIR"
 VQA_FEATURES = datasets.Features(
-    {"image": datasets.Image(), "question": datasets.Value("string"),
-     "answer": datasets.Value("string")}
+    {"image": datasets.Image(), "question": datasets.Value("string"), "answer": datasets.Value("string")}
 )
 
 
@@ -56,12 +55,14 @@ def subset_rows(rows: np.ndarray, size: int | None, seed: int, what: str) -> np.
             f"{what}: asked for {size} samples but only {len(rows)} exist; "
             f"lower the size to at most {len(rows)}"
         )
-    chosen = np.random.default_rng(seed).permutation(len(rows))[: size]
+    chosen = np.random.default_rng(seed).permutation(len(rows))[:size]
     return np.asarray(rows)[np.sort(chosen)]
 
 
 def vqa_dataset(
-    images: Sequence[Image.Image | np.ndarray], labels: Sequence[int], class_names: Sequence[str],
+    images: Sequence[Image.Image | np.ndarray],
+    labels: Sequence[int],
+    class_names: Sequence[str],
     question: str,
 ) -> datasets.Dataset:
     pil = [im if isinstance(im, Image.Image) else Image.fromarray(np.asarray(im)) for im in images]

@@ -13,7 +13,16 @@ from cltune.data.sources import register_source
 from cltune.data.sources._common import local_data_file, select_classes, subset_rows, vqa_dataset
 
 CLASS_NAMES = [
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 ]
 LOCAL_FILE = "cifar10_jpg.zip"
 HUB_ID = "uoft-cs/cifar10"
@@ -37,7 +46,10 @@ def _read_local(split: str, rows: np.ndarray) -> list[Image.Image]:
 
 @register_source("cifar10")
 def cifar10(
-    split: str, size: int | None, seed: int, classes: list | None = None,
+    split: str,
+    size: int | None,
+    seed: int,
+    classes: list | None = None,
     question: str = "what is in the image?",
 ):
     """CIFAR-10 images of ``classes`` (names or indices; default all ten)."""

@@ -35,7 +35,10 @@ def _split(split: str) -> tuple[np.ndarray, np.ndarray]:
 
 @register_source("digits")
 def digits(
-    split: str, size: int | None, seed: int, classes: list | None = None,
+    split: str,
+    size: int | None,
+    seed: int,
+    classes: list | None = None,
     question_type: str = "label",
 ):
     """Digits of ``classes`` (default all ten) asked with ``question_type`` (see QUESTIONS).
@@ -48,5 +51,3 @@ def digits(
     rows = subset_rows(select_classes(labels, CLASS_NAMES, classes), size, seed, f"digits/{split}")
     question, answer = QUESTIONS[question_type]
     return vqa_dataset(images[rows], labels[rows], [answer(d) for d in range(10)], question)
-
-

@@ -32,14 +32,11 @@ def _questions(split: str) -> tuple[list[str], list[str], list[str]]:
 
 
 @register_source("easyvqa")
-def easyvqa(
-    split: str, size: int | None, seed: int, question_type: str = "all"
-) -> datasets.Dataset:
+def easyvqa(split: str, size: int | None, seed: int, question_type: str = "all") -> datasets.Dataset:
     """easy-VQA questions of one type: ``color``, ``shape``, ``yes_no`` or ``all``."""
     if question_type != "all" and question_type not in QUESTION_TYPES:
         raise ValueError(
-            f"easyvqa: unknown question_type {question_type!r}; "
-            f"use one of {sorted(QUESTION_TYPES)} or 'all'"
+            f"easyvqa: unknown question_type {question_type!r}; use one of {sorted(QUESTION_TYPES)} or 'all'"
         )
     questions, answers, images = _questions(split)
     matching = [
@@ -53,7 +50,10 @@ def easyvqa(
             "answer": [answers[i] for i in keep],
         },
         features=datasets.Features(
-            {"image": datasets.Image(), "question": datasets.Value("string"),
-             "answer": datasets.Value("string")}
+            {
+                "image": datasets.Image(),
+                "question": datasets.Value("string"),
+                "answer": datasets.Value("string"),
+            }
         ),
     )

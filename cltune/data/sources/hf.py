@@ -25,9 +25,16 @@ def _load_split(path: str, name: str | None, split: str) -> datasets.Dataset:
 
 @register_source("hf")
 def hf(
-    split: str, size: int | None, seed: int, path: str, name: str | None = None,
-    train_split: str = "train", test_split: str = "test", image_column: str = "image",
-    question_column: str = "question", answer_column: str = "answer",
+    split: str,
+    size: int | None,
+    seed: int,
+    path: str,
+    name: str | None = None,
+    train_split: str = "train",
+    test_split: str = "test",
+    image_column: str = "image",
+    question_column: str = "question",
+    answer_column: str = "answer",
     question: str | None = None,
 ) -> datasets.Dataset:
     """A dataset with image/question/answer columns (renamed from the given column names).
@@ -36,8 +43,9 @@ def hf(
     ``answer_column``: class indices become class names through its ``ClassLabel`` feature.
     """
     data = _load_split(path, name, train_split if split == "train" else test_split)
-    missing = [c for c in (answer_column, *([] if question else [question_column]))
-               if c not in data.column_names]
+    missing = [
+        c for c in (answer_column, *([] if question else [question_column])) if c not in data.column_names
+    ]
     if missing:
         raise ValueError(
             f"hf dataset {path!r}: no column(s) {missing} (columns: {data.column_names}); "

@@ -49,8 +49,11 @@ def _record_examples(record: dict, where: str, image_root: Path) -> list[dict]:
             )
         question = str(turn["value"]).replace(IMAGE_TOKEN, "").strip()
         examples.append(
-            {"image": str(image_path) if image_path else None, "question": question,
-             "answer": str(answer_turn["value"]).strip()}
+            {
+                "image": str(image_path) if image_path else None,
+                "question": question,
+                "answer": str(answer_turn["value"]).strip(),
+            }
         )
     return examples
 
@@ -62,9 +65,11 @@ def read_llava_json(path: str | Path, image_folder: str | Path | None = None) ->
         raise FileNotFoundError(f"LLaVA JSON file {str(path)!r} does not exist; check the path")
     text = path.read_text()
     try:
-        records = json.loads(text) if text.lstrip().startswith("[") else [
-            json.loads(line) for line in text.splitlines() if line.strip()
-        ]
+        records = (
+            json.loads(text)
+            if text.lstrip().startswith("[")
+            else [json.loads(line) for line in text.splitlines() if line.strip()]
+        )
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err}); expected a list of LLaVA records") from err
     image_root = Path(image_folder) if image_folder else path.parent
@@ -79,7 +84,11 @@ def read_llava_json(path: str | Path, image_folder: str | Path | None = None) ->
 
 @register_source("llava_json")
 def llava_json(
-    split: str, size: int | None, seed: int, train_file: str, test_file: str,
+    split: str,
+    size: int | None,
+    seed: int,
+    train_file: str,
+    test_file: str,
     image_folder: str | None = None,
 ) -> datasets.Dataset:
     """A LLaVA-format task: ``train_file`` and ``test_file``, images relative to ``image_folder``."""

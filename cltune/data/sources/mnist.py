@@ -28,7 +28,10 @@ def _arrays(split: str) -> tuple[np.ndarray, np.ndarray]:
 
 @register_source("mnist")
 def mnist(
-    split: str, size: int | None, seed: int, classes: list | None = None,
+    split: str,
+    size: int | None,
+    seed: int,
+    classes: list | None = None,
     question: str = "which digit is this?",
 ):
     """MNIST digits of ``classes`` (default all ten)."""

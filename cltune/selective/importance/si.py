@@ -44,9 +44,7 @@ class SITracker:
             self._start = {n: p.detach().float().clone() for n, p in params.items()}
             self.omega = {n: torch.zeros_like(s) for n, s in self._start.items()}
         self._before = {n: p.detach().float().clone() for n, p in params.items()}
-        self._grads = {
-            n: p.grad.detach().float().clone() for n, p in params.items() if p.grad is not None
-        }
+        self._grads = {n: p.grad.detach().float().clone() for n, p in params.items() if p.grad is not None}
 
     def after_update(self, params: Params) -> None:
         """Add −g·Δθ of the step just taken to ω."""

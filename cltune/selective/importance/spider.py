@@ -48,9 +48,7 @@ def spider_shares(pretrained: Mapping[str, Tensor], grad_sum: Mapping[str, Tenso
 
 
 @torch.no_grad()
-def spider_merge_(
-    params: Params, pretrained: Mapping[str, Tensor], shares: Mapping[str, Tensor]
-) -> None:
+def spider_merge_(params: Params, pretrained: Mapping[str, Tensor], shares: Mapping[str, Tensor]) -> None:
     """θ ← θ_pre·(1 − c) + θ·c in place, for every name in ``shares``.
 
     Computed as lerp(θ, θ_pre, 1 − c) in float32, which is exactly θ_pre where c = 0 and

@@ -1,0 +1,304 @@
+"""Run one experiment (stream × strategy × seed) into its own run directory, resumably.
+
+A run directory holds ``config.json`` (what was asked), ``results.json`` (the accuracy matrix so
+far, summary metrics, timings, versions), ``events.jsonl``, ``predictions/stage-N.json`` and
+``checkpoint/`` (the trained parameters and plugin state after the last finished stage). Every
+file is written atomically; a run started again on the same directory continues after its last
+finished experience and refuses to continue a different configuration.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from cltune.analysis import cl_metrics
+from cltune.data.encode import Encoder
+from cltune.data.recipe import build_stream
+from cltune.data.task import Stream
+from cltune.evaluation.evaluator import TaskScore, evaluate
+from cltune.matrix import ZERO_SHOT, AccuracyMatrix
+from cltune.models.loading import load_model
+from cltune.strategies.config import TrainConfig
+from cltune.strategies.experience import Experience
+from cltune.strategies.registry import build_preset
+from cltune.strategies.template import Template
+from cltune.utils import atomic_write_bytes, atomic_write_json
+
+RESULTS_SCHEMA = "cltune.results/1"
+
+
+@dataclass
+class RunSpec:
+    """Everything that determines a run's results."""
+
+    recipe: dict[str, Any]
+    strategy: str
+    model: str = "tiny"
+    strategy_params: dict[str, Any] = field(default_factory=dict)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def seed(self) -> int:
+        return self.train.seed
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stream": self.recipe,
+            "strategy": self.strategy,
+            "strategy_params": self.strategy_params,
+            "model": self.model,
+            "train": self.train.to_dict(),
+        }
+
+    def run_name(self) -> str:
+        return f"{self.recipe['name']}-{self.strategy}-seed{self.seed}"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    matrix: AccuracyMatrix
+    metrics: dict[str, float | None]
+    results: dict[str, Any]
+
+
+class RunConfigMismatch(ValueError):
+    """A run directory was started with another configuration than the one asked now."""
+
+
+def _diff(old: Any, new: Any, path: str = "") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [
+            line
+            for key in sorted(set(old) | set(new), key=str)
+            for line in _diff(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
+        ]
+    return [] if old == new else [f"  {path}: was {old!r}, now {new!r}"]
+
+
+def _versions() -> dict[str, str]:
+    import peft
+    import transformers
+
+    from cltune import __version__
+
+    return {
+        "cltune": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "machine": f"{platform.machine()} {platform.system()}, {torch.get_num_threads()} threads",
+    }
+
+
+class RunDirectory:
+    """Reads and writes the files of one run directory."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @property
+    def results_path(self) -> Path:
+        return self.path / "results.json"
+
+    def log(self, event: str, **fields: Any) -> None:
+        with open(self.path / "events.jsonl", "a") as f:
+            f.write(json.dumps({"time": time.time(), "event": event, **fields}) + "\n")
+
+    def start(self, config: dict[str, Any]) -> dict[str, Any] | None:
+        """Create the directory or check it matches ``config``; returns earlier results if any."""
+        config_path = self.path / "config.json"
+        if config_path.is_file():
+            old = json.loads(config_path.read_text())
+            differences = _diff(old, json.loads(json.dumps(config)))
+            if differences:
+                raise RunConfigMismatch(
+                    f"run directory {self.path} was started with another configuration:\n"
+                    + "\n".join(differences)
+                    + "\nuse another --out folder, or delete the directory to start over"
+                )
+            if self.results_path.is_file():
+                return json.loads(self.results_path.read_text())
+            return None
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OSError(f"cannot create run directory {self.path}: {err}; choose a writable --out") from err
+        atomic_write_json(config_path, config)
+        return None
+
+    def save_checkpoint(self, stage: int, params: dict[str, torch.Tensor], plugin_states: list) -> None:
+        """Trained parameters and plugin state after ``stage``, replacing the previous checkpoint."""
+        folder = self.path / f"checkpoint-{stage}"
+        folder.mkdir(parents=True, exist_ok=True)
+        tensors = {n: p.detach().to("cpu").clone().contiguous() for n, p in params.items()}
+        buffer = io.BytesIO()
+        save_file(tensors, str(folder / "params.safetensors.tmp"))
+        (folder / "params.safetensors.tmp").replace(folder / "params.safetensors")
+        torch.save(plugin_states, buffer)
+        atomic_write_bytes(folder / "plugins.pt", buffer.getvalue())
+        atomic_write_json(folder / "stage.json", {"stage": stage})
+
+    def drop_checkpoints_except(self, stage: int) -> None:
+        for folder in self.path.glob("checkpoint-*"):
+            if folder.name != f"checkpoint-{stage}":
+                shutil.rmtree(folder, ignore_errors=True)
+
+    def load_checkpoint(self, stage: int) -> tuple[dict[str, torch.Tensor], list]:
+        folder = self.path / f"checkpoint-{stage}"
+        if not (folder / "stage.json").is_file():
+            raise FileNotFoundError(
+                f"{self.path}: results.json lists {stage} finished stage(s) but {folder.name} is missing; "
+                "delete the run directory to start over"
+            )
+        params = load_file(str(folder / "params.safetensors"))
+        states = torch.load(folder / "plugins.pt", weights_only=False)
+        return params, states
+
+    def save_predictions(self, stage: int, scores: list[TaskScore]) -> None:
+        atomic_write_json(
+            self.path / "predictions" / f"stage-{stage}.json", {s.task: s.predictions for s in scores}
+        )
+
+
+def _experiences(stream: Stream, joint: bool) -> list[Experience]:
+    if joint:
+        return [Experience(1, list(stream.tasks))]
+    return [Experience(i + 1, [task]) for i, task in enumerate(stream.tasks)]
+
+
+def _load_params(model: torch.nn.Module, params: dict[str, torch.Tensor]) -> None:
+    own = dict(model.named_parameters())
+    missing = sorted(set(params) - set(own))
+    if missing:
+        raise RuntimeError(f"checkpoint has parameters the model lacks: {missing[:5]}")
+    with torch.no_grad():
+        for name, value in params.items():
+            own[name].copy_(value)
+
+
+def run_experiment(
+    spec: RunSpec,
+    out: str | Path,
+    stream: Stream | None = None,
+    zero_shot: dict[tuple, list[TaskScore]] | None = None,
+    progress: bool = True,
+) -> RunResult:
+    """Train ``spec.strategy`` through the stream, evaluating every task after every stage.
+
+    ``zero_shot`` is a cache shared by runs of one invocation: row 0 depends only on the model,
+    the stream and the evaluation options, so it is computed once for all strategies.
+    """
+    run = RunDirectory(Path(out) / spec.run_name())
+    config = spec.to_dict()
+    previous = run.start(config)
+    if previous and previous.get("finished"):
+        matrix = AccuracyMatrix.from_dict(previous["matrix"])
+        return RunResult(run.path, matrix, previous["summary"], previous)
+    run.log("start", resume=previous is not None)
+    stream = stream or build_stream(spec.recipe)
+    preset = build_preset(spec.strategy, **spec.strategy_params)
+    experiences = _experiences(stream, preset.joint)
+    eval_tasks = [*stream.tasks, *stream.general]
+
+    started = time.perf_counter()
+    model, processor = load_model(spec.model, pretrain_tasks=stream.general, seed=stream.seed)
+    encoder = Encoder(processor, spec.model)
+    timings = previous["timings"] if previous else {"load_model_s": 0.0, "stages": []}
+    timings["load_model_s"] += time.perf_counter() - started
+
+    stages = [ZERO_SHOT] + [f"after {e.name}" if not preset.joint else "joint" for e in experiences]
+    rows: list[list[float]] = previous["matrix"]["values"] if previous else []
+    base = Template(model, encoder, spec.train, progress=progress)
+    if not rows:
+        started = time.perf_counter()
+        key = (
+            spec.model,
+            json.dumps(spec.recipe, sort_keys=True),
+            spec.train.eval_batch_size,
+            spec.train.max_new_tokens,
+        )
+        scores = zero_shot.get(key) if zero_shot is not None else None
+        if scores is None:
+            scores = evaluate(base, eval_tasks, progress)
+            if zero_shot is not None:
+                zero_shot[key] = scores
+        rows.append([s.score for s in scores])
+        run.save_predictions(0, scores)
+        timings["stages"].append(
+            {"stage": ZERO_SHOT, "train_s": 0.0, "eval_s": time.perf_counter() - started}
+        )
+
+    model = preset.prepare(base.model, spec.train.scope)
+    strategy = Template(model, encoder, spec.train, preset.plugins, progress=progress)
+    for plugin in preset.plugins:
+        if hasattr(plugin, "attach_tasks"):
+            plugin.attach_tasks(stream.tasks)
+    finished = len(rows) - 1
+    if finished:
+        params, states = run.load_checkpoint(finished)
+        for plugin, state in zip(preset.plugins, states, strict=True):
+            plugin.load_state_dict(state)
+        _load_params(strategy.model, params)
+        strategy.touched.update(params)
+        run.log("resumed", after_stage=finished)
+
+    def write_results(done: bool) -> dict[str, Any]:
+        matrix = AccuracyMatrix(
+            values=rows + [[float("nan")] * len(eval_tasks)] * (len(stages) - len(rows)),
+            tasks=stream.task_names,
+            general=stream.general_names,
+            stages=stages,
+            metrics={t.name: t.metric for t in eval_tasks},
+        )
+        results = {
+            "schema": RESULTS_SCHEMA,
+            "stream": stream.name,
+            "strategy": spec.strategy,
+            "model": spec.model,
+            "seed": spec.seed,
+            "finished": done,
+            "matrix": matrix.to_dict(),
+            "summary": cl_metrics(matrix) if done else {},
+            "timings": timings,
+            "versions": _versions(),
+            "extra": strategy.extra_results,
+        }
+        atomic_write_json(run.results_path, results)
+        return results
+
+    for experience in experiences[finished:]:
+        run.log("train", stage=experience.index, experience=experience.name)
+        started = time.perf_counter()
+        strategy.train(experience)
+        trained = time.perf_counter()
+        scores = evaluate(strategy, eval_tasks, progress)
+        rows.append([s.score for s in scores])
+        timings["stages"].append(
+            {
+                "stage": stages[experience.index],
+                "train_s": trained - started,
+                "eval_s": time.perf_counter() - trained,
+            }
+        )
+        run.save_predictions(experience.index, scores)
+        run.save_checkpoint(
+            experience.index, strategy.touched_parameters(), [p.state_dict() for p in preset.plugins]
+        )
+        write_results(done=False)
+        run.drop_checkpoints_except(experience.index)
+        run.log("stage_done", stage=experience.index, scores=rows[-1])
+    results = write_results(done=True)
+    run.log("finished")
+    return RunResult(run.path, AccuracyMatrix.from_dict(results["matrix"]), results["summary"], results)

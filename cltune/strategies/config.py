@@ -1,0 +1,58 @@
+"""Training options shared by every strategy."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from cltune.utils import unknown_name_error
+
+
+@dataclass
+class TrainConfig:
+    """How each experience is trained and each task evaluated.
+
+    ``max_steps`` (optimizer updates per experience) overrides ``epochs`` when set. A fresh
+    AdamW is made for every experience (Avalanche's default), so no optimizer state crosses tasks.
+    """
+
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 16
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    grad_accum: int = 1
+    max_grad_norm: float | None = 1.0
+    scope: str = "language_model"
+    eval_batch_size: int = 64
+    max_new_tokens: int = 32
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "batch_size", "grad_accum", "eval_batch_size", "max_new_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"training option {name} must be a positive integer, got {value!r}")
+        if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
+            raise ValueError(f"training option max_steps must be a positive integer, got {self.max_steps!r}")
+        if not self.lr > 0:
+            raise ValueError(f"training option lr must be positive, got {self.lr!r}")
+
+    @classmethod
+    def from_dict(cls, options: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        for key in options:
+            if key not in known:
+                raise unknown_name_error("training option", key, known)
+        return cls(**options)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def resolved_device(self) -> str:
+        import torch
+
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device

@@ -1,0 +1,163 @@
+"""The Avalanche-style training template: one loop, plugins on named hooks.
+
+The template owns ``model``, ``optimizer``, the current ``experience``, the minibatch
+(``mb_examples`` as rows, ``mbatch`` as a dict of tensors), ``mb_output`` and ``loss``.
+Every mechanism of a strategy (replay, regularizers, masks, adapters, merging) is a plugin.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from cltune.data.encode import Encoder, collate
+from cltune.data.task import Task
+from cltune.strategies.config import TrainConfig
+from cltune.strategies.experience import Experience
+from cltune.strategies.plugin import Plugin
+from cltune.utils import derive_seed, seed_everything
+
+
+class NonFiniteLoss(FloatingPointError):
+    """The loss became NaN or infinite during an experience."""
+
+
+class Template:
+    """Trains a model on one experience at a time, calling its plugins at each hook."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        encoder: Encoder,
+        config: TrainConfig,
+        plugins: Sequence[Plugin] = (),
+        progress: bool = True,
+    ):
+        self.config = config
+        self.device = torch.device(config.resolved_device())
+        self.model = model.to(self.device)
+        self.encoder = encoder
+        self.plugins = list(plugins)
+        self.progress = progress
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.experience: Experience | None = None
+        self.eval_task: Task | None = None
+        self.mb_examples: list[tuple[Task, int]] = []
+        self.mbatch: dict[str, torch.Tensor] = {}
+        self.mb_output: Any = None
+        self.loss: torch.Tensor | None = None
+        self.epoch = 0
+        self.iteration = 0
+        self.update_step = 0
+        self.touched: set[str] = set()  # every parameter that has been trainable in this run
+        self.extra_results: dict[str, Any] = {}  # plugins' own results, saved in results.json "extra"
+
+    def call(self, hook: str) -> None:
+        for plugin in self.plugins:
+            getattr(plugin, hook)(self)
+
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+
+    def touched_parameters(self) -> dict[str, nn.Parameter]:
+        """Parameters that may differ from the loaded model: what a checkpoint must keep."""
+        return {n: p for n, p in self.model.named_parameters() if n in self.touched}
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        trainable = self.trainable_parameters()
+        self.touched.update(trainable)
+        params = list(trainable.values())
+        if not params:
+            raise ValueError(f"nothing to train: no parameter of scope {self.config.scope!r} requires grad")
+        return torch.optim.AdamW(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+
+    def to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.device) for k, v in batch.items()}
+
+    def encode_rows(self, rows: Sequence[tuple[Task, int]], train: bool) -> list[dict]:
+        return [
+            self.encoder.encode(task.train if train else task.test, i, task.name, train) for task, i in rows
+        ]
+
+    def _epoch_batches(self, rows: list[tuple[Task, int]], generator: torch.Generator) -> Iterator[list]:
+        order = torch.randperm(len(rows), generator=generator).tolist()
+        size = self.config.batch_size
+        for start in range(0, len(order), size):
+            yield [rows[i] for i in order[start : start + size]]
+
+    def _planned_updates(self, n_rows: int) -> tuple[int, int]:
+        """(epochs, optimizer updates) for an experience of ``n_rows`` training rows."""
+        per_epoch = max(1, math.ceil(n_rows / self.config.batch_size) // self.config.grad_accum)
+        if self.config.max_steps is None:
+            return self.config.epochs, per_epoch * self.config.epochs
+        return math.ceil(self.config.max_steps / per_epoch), self.config.max_steps
+
+    def train(self, experience: Experience) -> None:
+        """Train on one experience; a fresh optimizer, seeded from (seed, experience index)."""
+        self.experience = experience
+        seed = derive_seed(self.config.seed, "experience", experience.index)
+        seed_everything(seed)
+        generator = torch.Generator().manual_seed(seed)
+        self.call("adapt_model")
+        self.optimizer = self.make_optimizer()
+        self.model.train()
+        self.call("before_training_exp")
+        rows = experience.rows
+        epochs, updates = self._planned_updates(len(rows))
+        bar = tqdm(
+            total=updates,
+            desc=f"train {experience.name}",
+            unit="step",
+            disable=not self.progress,
+            leave=False,
+        )
+        self.update_step = 0
+        for epoch in range(epochs):
+            self.epoch = epoch
+            self.call("before_training_epoch")
+            for iteration, examples in enumerate(self._epoch_batches(rows, generator)):
+                if self.update_step >= updates:
+                    break
+                self.iteration, self.mb_examples = iteration, examples
+                self._training_iteration(bar)
+            self.call("after_training_epoch")
+            if self.update_step >= updates:
+                break
+        bar.close()
+        self.call("after_training_exp")
+        self.model.eval()
+
+    def _training_iteration(self, bar: tqdm) -> None:
+        self.call("before_training_iteration")
+        self.mbatch = self.to_device(collate(self.encode_rows(self.mb_examples, True), self.encoder.pad_id))
+        self.call("before_forward")
+        self.mb_output = self.model(**self.mbatch)
+        self.call("after_forward")
+        self.loss = self.mb_output.loss
+        self.call("before_backward")
+        if not torch.isfinite(self.loss):
+            raise NonFiniteLoss(
+                f"loss is {self.loss.item()} at epoch {self.epoch}, iteration {self.iteration} of "
+                f"experience {self.experience.name!r}; lower the learning rate ({self.config.lr}) or "
+                "check the data. Finished experiences are kept in results.json"
+            )
+        (self.loss / self.config.grad_accum).backward()
+        self.call("after_backward")
+        if (self.iteration + 1) % self.config.grad_accum == 0:
+            if self.config.max_grad_norm:
+                nn.utils.clip_grad_norm_(
+                    list(self.trainable_parameters().values()), self.config.max_grad_norm
+                )
+            self.call("before_update")
+            self.optimizer.step()
+            self.call("after_update")
+            self.optimizer.zero_grad(set_to_none=True)
+            self.update_step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{self.loss.item():.3f}", refresh=False)
+        self.call("after_training_iteration")
