@@ -1,4 +1,4 @@
-"""``cltune run | list``: the command line."""
+"""``cltune run | report | analyze | list``: the command line."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cltune.analysis.artefacts import ANALYSES
+
 DEFAULT_STRATEGIES = ("naive", "replay", "lora")
-SUMMARY_COLUMNS = (("mft", "MFT"), ("mfn", "final avg"), ("bwt", "BWT"), ("general_change", "general Δ"))
+SUMMARY_METRICS = ("mft", "mfn", "bwt", "forgetting_chaudhry", "general_change")
 
 
 def _parse_value(text: str) -> Any:
@@ -66,21 +68,93 @@ def build_parser() -> argparse.ArgumentParser:
         help="a training option, e.g. lr=1e-3, epochs=2, max_steps=50, scope=all (repeatable)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_analysis_options(run, "analyses of every run before the report", default=",".join(ANALYSES))
+    run.add_argument("--no-report", action="store_true", help="do not write <out>/report/")
+
+    report = sub.add_parser("report", help="write report.md and report.html of finished runs")
+    report.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, or folders of them")
+    report.add_argument("--out", required=True, help="folder for report.md, report.html and figures/")
+    report.add_argument("--formats", default="md,html", help="comma-separated: md, html (default: md,html)")
+    report.add_argument(
+        "--mask-ratio",
+        type=float,
+        default=0.05,
+        help="share of top-importance entries per tensor that form a task's mask (default: 0.05)",
+    )
+
+    analyze = sub.add_parser(
+        "analyze", help="weight drift, representation drift and importance maps of runs vs their base model"
+    )
+    analyze.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, or folders of them")
+    _add_analysis_options(analyze, "analyses to compute", default=",".join(ANALYSES))
     sub.add_parser("list", help="show the built-in streams, strategies and models")
     return parser
 
 
-def _summary_table(results: list) -> str:
-    header = ["run", *[label for _, label in SUMMARY_COLUMNS]]
-    lines = [header]
-    for result in results:
-        cells = [result.run_dir.name]
-        for key, _ in SUMMARY_COLUMNS:
-            value = result.metrics.get(key)
-            cells.append("—" if value is None else f"{value:.1f}")
-        lines.append(cells)
-    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in lines)
+def _add_analysis_options(parser: argparse.ArgumentParser, what: str, default: str) -> None:
+    parser.add_argument(
+        "--analyze",
+        default=default,
+        metavar="LIST",
+        help=f"{what}, comma-separated from {', '.join(ANALYSES)}, or 'none' (default: {default})",
+    )
+    parser.add_argument(
+        "--method", default="gradient", help="importance measure for the importance maps (default: gradient)"
+    )
+    parser.add_argument(
+        "--examples", type=int, default=32, help="rows per task the analyses run the model on (default: 32)"
+    )
+
+
+def _analyses(args: argparse.Namespace) -> list[str]:
+    """The analyses asked for, checked before any work starts."""
+    from cltune.selective.importance import get_importance
+
+    text = args.analyze.strip()
+    chosen = [] if text == "none" else [a.strip() for a in text.split(",") if a.strip()]
+    for name in chosen:
+        if name not in ANALYSES:
+            raise ValueError(
+                f"--analyze: unknown analysis {name!r}; choose from {', '.join(ANALYSES)} or none"
+            )
+    if "importance" in chosen:
+        get_importance(args.method)
+    if args.examples < 1:
+        raise ValueError(f"--examples must be a positive integer, got {args.examples}")
+    return chosen
+
+
+def _analyze(run_dirs: list[Path], what: list[str], method: str, examples: int) -> None:
+    """Compute the analyses of each run into <run>/analysis/ (base models are loaded once)."""
+    from cltune.analysis import analyze_run, load_run
+    from cltune.experiment import load_trained_model
+    from cltune.models.loading import load_model
+
+    bases: dict[tuple, Any] = {}
+    for path in run_dirs:
+        run = load_run(path)
+        try:
+            tuned, processor, stream = load_trained_model(run.path)
+        except RuntimeError as err:
+            raise ValueError(f"run {run.path}: cannot rebuild its trained model ({err})") from err
+        key = (run.model, stream.name, tuple(stream.general_names), stream.seed)
+        if key not in bases:
+            bases[key] = load_model(run.model, pretrain_tasks=stream.general, seed=stream.seed)[0].eval()
+        started = time.perf_counter()
+        written = analyze_run(
+            run, bases[key], tuned, processor, stream, what=what, method=method, n_examples=examples
+        )
+        names = ", ".join(p.name for p in written)
+        print(f"analysed {run.name} ({time.perf_counter() - started:.0f} s): {names}")
+
+
+def _print_comparison(run_dirs: list[Path]) -> None:
+    from cltune.analysis import compare_runs
+    from cltune.reports.render import text_table
+    from cltune.reports.tables import comparison_table
+
+    print(text_table(comparison_table(compare_runs(run_dirs), SUMMARY_METRICS)))
+    print("(* best in its column)")
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -111,6 +185,7 @@ def command_run(args: argparse.Namespace) -> int:
         for name in strategies
     ]
     started = time.perf_counter()
+    analyses = _analyses(args)
     stream = build_stream(recipe)
     print(f"stream {stream.name!r}: tasks {stream.task_names}, general {stream.general_names}")
     zero_shot: dict = {}
@@ -118,9 +193,40 @@ def command_run(args: argparse.Namespace) -> int:
     for spec in specs:
         print(f"== {spec.run_name()}")
         results.append(run_experiment(spec, args.out, stream, zero_shot, progress=not args.quiet))
+    run_dirs = [result.run_dir for result in results]
+    if analyses:
+        _analyze(run_dirs, analyses, args.method, args.examples)
     print()
-    print(_summary_table(results))
+    _print_comparison(run_dirs)
     print(f"\n{len(results)} run(s) in {Path(args.out)}/ ({time.perf_counter() - started:.0f} s)")
+    if not args.no_report:
+        from cltune.reports import write_report
+
+        written = write_report(run_dirs, Path(args.out) / "report")
+        print(f"report: {written.get('html')} and {written.get('md')}")
+    return 0
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from cltune.analysis import find_runs
+    from cltune.reports import write_report
+
+    formats = [f.strip() for f in args.formats.split(",") if f.strip()]
+    run_dirs = find_runs(args.runs)
+    written = write_report(run_dirs, args.out, formats, args.mask_ratio)
+    print(f"report of {len(run_dirs)} run(s):")
+    for path in written.values():
+        print(f"  {path}")
+    return 0
+
+
+def command_analyze(args: argparse.Namespace) -> int:
+    from cltune.analysis import find_runs
+
+    analyses = _analyses(args)
+    if not analyses:
+        raise ValueError("--analyze none: nothing to do; choose from " + ", ".join(ANALYSES))
+    _analyze(find_runs(args.runs), analyses, args.method, args.examples)
     return 0
 
 
@@ -146,7 +252,12 @@ def command_list(_: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handler = {"run": command_run, "list": command_list}[args.command]
+    handler = {
+        "run": command_run,
+        "report": command_report,
+        "analyze": command_analyze,
+        "list": command_list,
+    }[args.command]
     try:
         return handler(args)
     except (ValueError, FileNotFoundError, OSError) as err:

@@ -302,3 +302,38 @@ def run_experiment(
     results = write_results(done=True)
     run.log("finished")
     return RunResult(run.path, AccuracyMatrix.from_dict(results["matrix"]), results["summary"], results)
+
+
+def load_trained_model(run_dir: str | Path) -> tuple[torch.nn.Module, Any, Stream]:
+    """The model of a run directory after its last finished stage, rebuilt the way the run built it.
+
+    Loads ``config.json``'s model (the built-in ``tiny`` from its cache), applies the strategy's
+    ``prepare`` (e.g. its PEFT wrapper) and its plugins' saved state, then the trained parameters
+    of the newest ``checkpoint-N`` — the same steps as a resumed run. Returns
+    ``(model, processor, stream)``; the model is on the CPU in eval mode.
+    """
+    run = RunDirectory(Path(run_dir))
+    config = json.loads((run.path / "config.json").read_text())
+    results = json.loads(run.results_path.read_text())
+    spec = RunSpec(
+        recipe=config["stream"],
+        strategy=config["strategy"],
+        model=config["model"],
+        strategy_params=config.get("strategy_params") or {},
+        train=TrainConfig.from_dict(config["train"]),
+    )
+    stream = build_stream(spec.recipe)
+    preset = build_preset(spec.strategy, **spec.strategy_params)
+    model, processor = load_model(spec.model, pretrain_tasks=stream.general, seed=stream.seed)
+    model = preset.prepare(model, spec.train.scope)
+    for plugin in preset.plugins:
+        if hasattr(plugin, "attach_tasks"):
+            plugin.attach_tasks(stream.tasks)
+    finished = sum(any(v is not None for v in row) for row in results["matrix"]["values"]) - 1
+    if finished < 1:
+        raise FileNotFoundError(f"{run.path}: no finished experience, so there is no trained model yet")
+    params, states = run.load_checkpoint(finished)
+    for plugin, state in zip(preset.plugins, states, strict=True):
+        plugin.load_state_dict(state)
+    _load_params(model, params)
+    return model.eval(), processor, stream

@@ -1,0 +1,152 @@
+"""A run's analyses at rest in ``<run>/analysis/``: computed once by ``cltune analyze``, read by reports.
+
+Files (every one optional; a report skips the figure of a missing one):
+
+- ``weight_drift.csv``: :func:`~cltune.analysis.drift.weight_drift` of the trained model against
+  the base model the run started from, one row per module.
+- ``representation_drift.csv``: :func:`~cltune.analysis.drift.representation_drift` (linear CKA
+  per layer) on the test rows of each general task (the stream tasks if it has none), column
+  ``task``.
+- ``importance-<task>.safetensors``: an :class:`~cltune.analysis.importance_map.ImportanceMap` of
+  the trained model on each stream task's training rows.
+- ``masks-<task>.safetensors``: masks a selective strategy kept for each task
+  (:func:`cltune.selective.save_masks`); read for the mask-overlap figure.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from safetensors import SafetensorError
+from torch import Tensor, nn
+
+from cltune.analysis.batches import task_batches
+from cltune.analysis.drift import representation_drift, weight_drift
+from cltune.analysis.importance_map import ImportanceMap, importance_map
+from cltune.analysis.runs import Run, RunDirectoryError
+from cltune.data.task import Stream
+from cltune.selective.packing import load_masks
+from cltune.utils import atomic_write_bytes
+
+ANALYSES = ("drift", "representation", "importance")
+WEIGHT_DRIFT = "weight_drift.csv"
+REPRESENTATION_DRIFT = "representation_drift.csv"
+
+
+def _write_csv(path: Path, frame: pd.DataFrame) -> None:
+    buffer = io.StringIO()
+    frame.to_csv(buffer, index=False)
+    atomic_write_bytes(path, buffer.getvalue().encode())
+
+
+def _read_csv(run: Run, name: str, columns: set[str]) -> pd.DataFrame | None:
+    path = run.analysis_dir / name
+    if not path.is_file():
+        return None
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise RunDirectoryError(
+            f"run {run.path}: analysis/{name} is damaged ({err}); run `cltune analyze` again"
+        ) from err
+    missing = columns - set(frame.columns)
+    if missing:
+        raise RunDirectoryError(
+            f"run {run.path}: analysis/{name} lacks column(s) {sorted(missing)}; run `cltune analyze` again"
+        )
+    return frame
+
+
+def read_weight_drift(run: Run) -> pd.DataFrame | None:
+    """The run's weight drift per module, or None if it was not analysed."""
+    return _read_csv(
+        run, WEIGHT_DRIFT, {"module", "layer", "module_type", "numel", "base_norm", "delta_norm"}
+    )
+
+
+def read_representation_drift(run: Run) -> pd.DataFrame | None:
+    """The run's CKA per layer and task, or None if it was not analysed."""
+    return _read_csv(run, REPRESENTATION_DRIFT, {"task", "layer", "cka"})
+
+
+def _per_task(run: Run, prefix: str) -> dict[str, Path]:
+    return {
+        p.name[len(prefix) : -len(".safetensors")]: p
+        for p in sorted(run.analysis_dir.glob(f"{prefix}*.safetensors"))
+    }
+
+
+def read_importance_maps(run: Run) -> dict[str, ImportanceMap]:
+    """The run's importance map of each task it was measured on (empty if none)."""
+    return {task: ImportanceMap.load(path) for task, path in _per_task(run, "importance-").items()}
+
+
+def read_masks(run: Run) -> dict[str, dict[str, Tensor]]:
+    """The masks a selective strategy saved for each task (empty if none)."""
+    masks = {}
+    for task, path in _per_task(run, "masks-").items():
+        try:
+            masks[task] = load_masks(path)
+        except (SafetensorError, OSError, ValueError) as err:
+            raise RunDirectoryError(f"run {run.path}: analysis/{path.name} is damaged ({err})") from err
+    return masks
+
+
+def analyze_run(
+    run: Run,
+    base: nn.Module,
+    tuned: nn.Module,
+    processor: Any,
+    stream: Stream,
+    *,
+    what: Iterable[str] = ANALYSES,
+    method: str = "gradient",
+    n_examples: int = 32,
+    batch_size: int = 16,
+) -> list[Path]:
+    """Compute the analyses ``what`` of ``run`` into ``<run>/analysis/``; returns the files written.
+
+    ``base`` is the model the run started from and ``tuned`` the trained model (see
+    :func:`cltune.experiment.load_trained_model`); ``processor`` encodes the tasks of ``stream``.
+    Importance maps use ``method`` on the first ``n_examples`` training rows of each stream task;
+    representation drift the first ``n_examples`` test rows of each general task.
+    """
+    chosen = list(what)
+    unknown = sorted(set(chosen) - set(ANALYSES))
+    if unknown:
+        raise ValueError(f"unknown analysis {unknown[0]!r}; choose from {', '.join(ANALYSES)}")
+    folder = run.analysis_dir
+    folder.mkdir(exist_ok=True)
+    device = next(tuned.parameters()).device
+    written: list[Path] = []
+    if "drift" in chosen:
+        _write_csv(folder / WEIGHT_DRIFT, weight_drift(base, tuned))
+        written.append(folder / WEIGHT_DRIFT)
+    if "representation" in chosen:
+        frames = [
+            representation_drift(
+                base,
+                tuned,
+                task_batches(
+                    task, processor, split="test", n_examples=n_examples, batch_size=batch_size, device=device
+                ),
+            ).assign(task=task.name)
+            for task in (stream.general or stream.tasks)
+        ]
+        _write_csv(folder / REPRESENTATION_DRIFT, pd.concat(frames, ignore_index=True))
+        written.append(folder / REPRESENTATION_DRIFT)
+    if "importance" in chosen:
+        for task in stream.tasks:
+            batches = task_batches(
+                task, processor, n_examples=n_examples, batch_size=batch_size, device=device
+            )
+            path = folder / f"importance-{task.name}.safetensors"
+            tmp = path.with_name(f".{path.name}.tmp")
+            importance_map(tuned, batches, method, info={"task": task.name, "run": run.name}).save(tmp)
+            tmp.replace(path)
+            written.append(path)
+    return written
