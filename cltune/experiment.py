@@ -242,6 +242,7 @@ def run_experiment(
 
     model = preset.prepare(base.model, spec.train.scope)
     strategy = Template(model, encoder, spec.train, preset.plugins, progress=progress)
+    strategy.run_dir = run.path
     for plugin in preset.plugins:
         if hasattr(plugin, "attach_tasks"):
             plugin.attach_tasks(stream.tasks)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -56,6 +57,7 @@ class Template:
         self.update_step = 0
         self.touched: set[str] = set()  # every parameter that has been trainable in this run
         self.extra_results: dict[str, Any] = {}  # plugins' own results, saved in results.json "extra"
+        self.run_dir: Path | None = None  # the run directory, where plugins may save artefacts
 
     def call(self, hook: str) -> None:
         for plugin in self.plugins:
