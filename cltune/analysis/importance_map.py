@@ -16,7 +16,7 @@ import pandas as pd
 from safetensors import SafetensorError, safe_open
 from torch import Tensor, nn
 
-from cltune.analysis.layout import pivot, place
+from cltune.analysis.layout import base_name, pivot, place
 from cltune.models.scopes import scope_parameters
 from cltune.selective.importance import get_importance, load_importances, save_importances
 
@@ -87,12 +87,13 @@ class ImportanceMap:
 
 
 def analysis_parameters(model: nn.Module, scope: str = "language_model") -> dict[str, nn.Parameter]:
-    """The parameters of ``scope`` as the base model names them, adapters (LoRA factors) left out.
+    """The parameters of ``scope`` keyed by their base-model names, adapters (LoRA factors) left out.
 
-    For a PEFT model these are its frozen base weights: their importance is measured through
-    the adapted model, so maps of full fine-tuning and of adapter runs line up cell by cell.
+    For a PEFT model these are its frozen base weights (``…q_proj.base_layer.weight`` is keyed
+    ``…q_proj.weight``): their importance is measured through the adapted model, so maps of full
+    fine-tuning and of adapter runs line up name by name.
     """
-    return {name: p for name, p in scope_parameters(model, scope).items() if ".lora_" not in name}
+    return {base_name(name): p for name, p in scope_parameters(model, scope).items() if ".lora_" not in name}
 
 
 def importance_map(

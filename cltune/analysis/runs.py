@@ -67,7 +67,7 @@ def _check_keys(data: dict[str, Any], expected: dict[str, type], file: str, run:
             raise RunDirectoryError(f"run {run}: {file} is damaged (no {key!r} field)")
         if not isinstance(data[key], kind) or (kind is int and isinstance(data[key], bool)):
             raise RunDirectoryError(
-                f"run {run}: {file} is damaged ({key!r} should be a {kind.__name__}, "
+                f"run {run}: {file} is damaged ({key!r} should be of type {kind.__name__}, "
                 f"got {type(data[key]).__name__})"
             )
 
