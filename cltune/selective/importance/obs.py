@@ -23,14 +23,31 @@ def obs(
     The sensitivity of Model Tailor (Zhu et al., ICML 2024, "Model Tailor: Mitigating
     Catastrophic Forgetting in Multi-modal Large Language Models"), the Optimal Brain Surgeon
     saliency (Hassibi & Stork, NeurIPS 1992) with the layer-wise Hessian of SparseGPT
-    (Frantar & Alistarh, ICML 2023). Inputs are collected with forward hooks while the model
-    runs on ``batches``; rows at padding positions (``attention_mask`` == 0) are left out.
-    Damping, as in SparseGPT: H + λ·mean(diag H)·I with λ = ``damping`` (λ·I if diag H is all
-    zero) before inverting, so H⁻¹ exists when some inputs are dead or n < d_in.
+    (Frantar & Alistarh, ICML 2023); H is built by :func:`layer_hessians`. Only 2-D weights of
+    ``nn.Linear`` modules that are in ``params`` are scored.
+    """
+    scores: dict[str, Tensor] = {}
+    for name, (module, hessian) in layer_hessians(model, params, batches, damping=damping).items():
+        inv_diag = torch.cholesky_inverse(torch.linalg.cholesky(hessian)).diagonal()
+        scores[name] = module.weight.detach().float().pow(2) / inv_diag.pow(2)
+    return finish(scores, dtype)
 
-    Only 2-D weights of ``nn.Linear`` modules that are in ``params`` are scored (found by
-    identity, so a tied ``lm_head`` is scored under its name in ``params``). Memory: one
-    float32 d_in × d_in matrix per scored layer; pass a smaller ``params`` to bound it.
+
+def layer_hessians(
+    model: nn.Module,
+    params: Params,
+    batches: Iterable[Batch],
+    *,
+    damping: float = 0.01,
+) -> dict[str, tuple[nn.Linear, Tensor]]:
+    """The damped layer-wise Hessian H = 2/n Σ_x x xᵀ + λ·mean(diag H)·I of each Linear in ``params``.
+
+    Inputs are collected with forward hooks while the model runs on ``batches``; rows at
+    padding positions (``attention_mask`` == 0) are left out. Damping, as in SparseGPT
+    (λ = ``damping``; λ·I if diag H is all zero), so H⁻¹ exists when some inputs are dead or
+    n < d_in. Only 2-D weights of ``nn.Linear`` modules in ``params`` count (found by identity,
+    so a tied ``lm_head`` appears under its name in ``params``). Memory: one float32
+    d_in × d_in matrix per layer; pass a smaller ``params`` to bound it.
     """
     require_params(params)
     by_id = {id(p): name for name, p in params.items()}
@@ -59,14 +76,13 @@ def obs(
     if max(collector.rows.values()) == 0:
         raise ValueError("no calibration inputs reached the Linear layers (no batches?)")
 
-    scores: dict[str, Tensor] = {}
+    hessians: dict[str, tuple[nn.Linear, Tensor]] = {}
     for name, m in linears.items():
         hessian = 2.0 * collector.gram[name] / max(collector.rows[name], 1)
         mean_diag = hessian.diagonal().mean()
         hessian.diagonal().add_(damping * mean_diag if bool(mean_diag > 0) else damping)
-        inv_diag = torch.cholesky_inverse(torch.linalg.cholesky(hessian)).diagonal()
-        scores[name] = m.weight.detach().float().pow(2) / inv_diag.pow(2)
-    return finish(scores, dtype)
+        hessians[name] = (m, hessian)
+    return hessians
 
 
 class _GramCollector:
