@@ -55,6 +55,7 @@ class Template:
         self.epoch = 0
         self.iteration = 0
         self.update_step = 0
+        self.micro_step = 0
         self.touched: set[str] = set()  # every parameter that has been trainable in this run
         self.extra_results: dict[str, Any] = {}  # plugins' own results, saved in results.json "extra"
         self.run_dir: Path | None = None  # the run directory, where plugins may save artefacts
@@ -118,7 +119,7 @@ class Template:
             disable=not self.progress,
             leave=False,
         )
-        self.update_step = 0
+        self.update_step = self.micro_step = 0
         for epoch in range(epochs):
             self.epoch = epoch
             self.call("before_training_epoch")
@@ -131,6 +132,7 @@ class Template:
             if self.update_step >= updates:
                 break
         bar.close()
+        self.optimizer.zero_grad(set_to_none=True)  # drop a partial accumulation
         self.call("after_training_exp")
         self.model.eval()
 
@@ -150,7 +152,8 @@ class Template:
             )
         (self.loss / self.config.grad_accum).backward()
         self.call("after_backward")
-        if (self.iteration + 1) % self.config.grad_accum == 0:
+        self.micro_step += 1  # counted across epochs, so accumulation never straddles a reset
+        if self.micro_step % self.config.grad_accum == 0:
             if self.config.max_grad_norm:
                 nn.utils.clip_grad_norm_(
                     list(self.trainable_parameters().values()), self.config.max_grad_norm

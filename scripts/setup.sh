@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Create .venv and install cltune with its test tools. Idempotent: a second call reuses the
+# environment unless pyproject.toml changed. torch and torchvision are resolved together from
+# the package registry (avalanche-lib needs torchvision; mismatched pairs break transformers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV="${CLTUNE_VENV:-.venv}"
+PYTHON="${PYTHON:-python3}"
+stamp="$VENV/.cltune-installed-$(sha256sum pyproject.toml | cut -c1-16)"
+if [ -f "$stamp" ] && "$VENV/bin/python" -c "import cltune, torch, torchvision, transformers" 2>/dev/null; then
+  exit 0
+fi
+echo "setting up $VENV (first time: a few minutes, torch is a large download)"
+[ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
+"$VENV/bin/python" -m pip install --quiet --upgrade pip
+"$VENV/bin/python" -m pip install --quiet -e ".[dev]"
+rm -f "$VENV"/.cltune-installed-*
+touch "$stamp"
