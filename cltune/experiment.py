@@ -219,7 +219,8 @@ def run_experiment(
     timings["load_model_s"] += time.perf_counter() - started
 
     stages = [ZERO_SHOT] + [f"after {e.name}" if not preset.joint else "joint" for e in experiences]
-    rows: list[list[float]] = previous["matrix"]["values"] if previous else []
+    # Finished stages only: results.json pads the stages still to come with nulls.
+    rows = [r for r in previous["matrix"]["values"] if None not in r] if previous else []
     base = Template(model, encoder, spec.train, progress=progress)
     if not rows:
         started = time.perf_counter()
