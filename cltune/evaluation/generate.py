@@ -16,6 +16,20 @@ def answer_token_budget(encoder, task: Task, cap: int) -> int:
     return min(cap, longest + 2)
 
 
+def plugin_generation_kwargs(strategy, task: Task, rows: list[int]) -> dict:
+    """Extra ``generate`` arguments for test rows ``rows`` of ``task`` from the strategy's plugins.
+
+    A plugin may define ``generation_kwargs(strategy, task, rows) -> dict``, e.g. PEFT's per-row
+    ``adapter_names`` to route each row of a mixed batch to its own adapter.
+    """
+    kwargs: dict = {}
+    for plugin in getattr(strategy, "plugins", ()):
+        hook = getattr(plugin, "generation_kwargs", None)
+        if hook is not None:
+            kwargs.update(hook(strategy, task, rows))
+    return kwargs
+
+
 @torch.no_grad()
 def generate_answers(strategy, task: Task, progress: bool = True) -> list[str]:
     """Greedy answers to every test question of ``task``, in row order.
@@ -37,6 +51,7 @@ def generate_answers(strategy, task: Task, progress: bool = True) -> list[str]:
             max_new_tokens=budget,
             do_sample=False,
             pad_token_id=encoder.pad_id,
+            **plugin_generation_kwargs(strategy, task, index),
         )
         new_tokens = out[:, batch["input_ids"].shape[1] :]
         for i, text in zip(

@@ -1,0 +1,41 @@
+"""Prompt features of the base model: the input to task routing."""
+
+from __future__ import annotations
+
+import datasets
+import torch
+from torch import nn
+
+from cltune.data.encode import Encoder, collate
+
+
+@torch.no_grad()
+def prompt_features(
+    model: nn.Module,
+    encoder: Encoder,
+    data: datasets.Dataset,
+    key: str,
+    batch_size: int,
+    device: torch.device,
+) -> torch.Tensor:
+    """``(rows, hidden)``: the last hidden layer, averaged over each prompt's tokens, in float32 on CPU.
+
+    Every row is encoded as a generation prompt (question and image, no answer), so train and test
+    rows give comparable features; ``key`` names the rows in the encoder's cache (it must differ
+    between two splits of one task). The caller chooses the model (e.g. the base model with every
+    adapter disabled).
+    """
+    was_training = model.training
+    model.eval()
+    pooled = []
+    for start in range(0, len(data), batch_size):
+        features = [
+            encoder.encode(data, i, key, train=False)
+            for i in range(start, min(len(data), start + batch_size))
+        ]
+        batch = {k: v.to(device) for k, v in collate(features, encoder.pad_id).items()}
+        hidden = model(**batch, output_hidden_states=True).hidden_states[-1].float()
+        mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        pooled.append(((hidden * mask).sum(dim=1) / mask.sum(dim=1)).cpu())
+    model.train(was_training)
+    return torch.cat(pooled)

@@ -1,0 +1,181 @@
+"""Adapter isolation: a new PEFT LoRA adapter per task, earlier adapters and the base frozen.
+
+Each experience trains only its own adapter (named after the task) from the base model, so nothing
+learnt earlier can change: with the task id at evaluation (``router="oracle"``) every old task keeps
+its accuracy exactly (BWT = 0) and the general tasks run on the untouched base. Without a task id
+(``router="prototype"``) each test row goes to the adapter of the nearest task prototype in the base
+model's prompt features (:mod:`cltune.adapters.routing`); the routing accuracy per task and stage
+lands in results.json ``extra.routing``. Adapters are saved in PEFT's format under
+``<run dir>/adapters/<task>/`` after their experience.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from peft import LoraConfig
+from torch import nn
+
+from cltune.adapters import BASE, AdapterBank, PrototypeRouter, prompt_features, route_counts
+from cltune.data.task import Task
+from cltune.models.scopes import SCOPES
+from cltune.strategies.lora import lora_config
+from cltune.strategies.plugin import Plugin
+from cltune.strategies.registry import Preset, register
+
+ROUTERS = ("oracle", "prototype")
+# LoRA options that would train or replace something outside the task's own adapter.
+_NOT_ISOLATED = ("modules_to_save", "target_modules", "r", "lora_alpha", "lora_dropout")
+
+
+@dataclass
+class LoraSpec:
+    """The LoRA adapter of every task: rank, alpha, dropout, scope, suffix filter, other PEFT options."""
+
+    r: int
+    alpha: float
+    dropout: float
+    target: list[str] | None = None
+    scope: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def check(self, strategy: str) -> None:
+        """Refuse bad values with the strategy's name and the fix."""
+        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
+            raise ValueError(f"{strategy}: r (LoRA rank) must be a positive integer, got {self.r!r}")
+        if not self.alpha > 0:
+            raise ValueError(f"{strategy}: alpha must be positive, got {self.alpha!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"{strategy}: dropout must lie in [0, 1), got {self.dropout!r}")
+        if self.scope is not None and self.scope not in SCOPES:
+            raise ValueError(f"{strategy}: scope must be one of {SCOPES} or None, got {self.scope!r}")
+        clashes = [key for key in self.options if key in _NOT_ISOLATED]
+        if clashes or self.options.get("bias", "none") != "none":
+            raise ValueError(
+                f"{strategy}: LoRA options {clashes or ['bias']} are not allowed here: use r, alpha, "
+                "dropout, target and scope for those, and keep bias='none' (base biases would train)"
+            )
+        try:
+            LoraConfig(target_modules=["probe"], **self.options)
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"{strategy}: bad LoRA option in {self.options}: {err} (see peft.LoraConfig)"
+            ) from err
+
+    def config(self, model: nn.Module, train_scope: str) -> LoraConfig:
+        return lora_config(
+            model, self.scope or train_scope, self.r, self.alpha, self.dropout, self.target, **self.options
+        )
+
+
+def bank_prepare(bank: AdapterBank, spec: LoraSpec):
+    """The preset's ``prepare``: wrap the loaded model in the bank's PeftModel (no adapter yet)."""
+
+    def prepare(model: nn.Module, scope: str) -> nn.Module:
+        return bank.wrap(model, spec.config(model, scope))
+
+    return prepare
+
+
+def task_name(strategy) -> str:
+    tasks = strategy.experience.tasks
+    if len(tasks) != 1:
+        raise ValueError("adapter strategies train one adapter per task; a joint experience has several")
+    return tasks[0].name
+
+
+class AdapterIsolationPlugin(Plugin):
+    """Train a fresh adapter per task; route every evaluation row to one adapter (or the base)."""
+
+    def __init__(self, bank: AdapterBank, router: str, reject_quantile: float | None = None):
+        self.bank = bank
+        self.router = router
+        self.prototypes = PrototypeRouter(reject_quantile) if router == "prototype" else None
+        self.routes: list[str] = []  # adapter per test row of the task being evaluated
+        self.features: dict[str, Any] = {}  # base-model test features per task (the base never changes)
+        self.history: list[dict[str, Any]] = []  # routing per evaluation stage
+        self._stage: dict[str, Any] = {}
+
+    def adapt_model(self, strategy) -> None:
+        name = task_name(strategy)
+        self.bank.add(name)
+        self.bank.activate([name], trainable=[name])
+
+    def after_training_exp(self, strategy) -> None:
+        name = task_name(strategy)
+        self.bank.activate([name])
+        if strategy.run_dir is not None:
+            self.bank.save(name, strategy.run_dir / "adapters")
+        if self.prototypes is not None:
+            task = strategy.experience.tasks[0]
+            self.prototypes.add(name, self._base_features(strategy, task, train=True))
+
+    def _base_features(self, strategy, task: Task, train: bool):
+        data, key = (task.train, f"{task.name}/train-prompts") if train else (task.test, task.name)
+        with self.bank.peft_model.disable_adapter():
+            return prompt_features(
+                strategy.model, strategy.encoder, data, key, strategy.config.eval_batch_size, strategy.device
+            )
+
+    def before_eval(self, strategy) -> None:
+        self._stage = {"stage": len(self.bank.names), "accuracy": {}, "routes": {}}
+
+    def before_eval_exp(self, strategy) -> None:
+        task = strategy.eval_task
+        own = task.name if task.name in self.bank.names else BASE
+        if self.prototypes is None or not self.bank.names:
+            self.routes = [own] * len(task.test)
+            return
+        if task.name not in self.features:
+            self.features[task.name] = self._base_features(strategy, task, train=False)
+        self.routes = self.prototypes.route(self.features[task.name])
+        correct = sum(route == own for route in self.routes)
+        self._stage["accuracy"][task.name] = 100.0 * correct / len(self.routes)
+        self._stage["routes"][task.name] = route_counts(self.routes)
+
+    def generation_kwargs(self, strategy, task: Task, rows: list[int]) -> dict[str, Any]:
+        """PEFT's per-row ``adapter_names``: each row of a mixed batch runs through its own adapter."""
+        if not self.bank.names:
+            return {}
+        return {"adapter_names": [self.routes[i] for i in rows]}
+
+    def after_eval(self, strategy) -> None:
+        if self.prototypes is not None and self.bank.names:
+            self.history.append(self._stage)
+            strategy.extra_results["routing"] = self.history
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {**self.bank.state_dict(), "history": self.history}
+        if self.prototypes is not None:
+            state["router"] = self.prototypes.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.bank.load_state_dict(state)
+        self.history = list(state["history"])
+        if self.prototypes is not None:
+            self.prototypes.load_state_dict(state["router"])
+
+
+@register("lora-isolation")
+def lora_isolation(
+    router: str = "oracle",
+    reject_quantile: float | None = None,
+    r: int = 8,
+    alpha: float = 16.0,
+    dropout: float = 0.0,
+    target: list[str] | None = None,
+    scope: str | None = None,
+    lora_options: dict[str, Any] | None = None,
+) -> Preset:
+    """One frozen LoRA adapter per task, chosen per test row by the task id or a prototype router."""
+    if router not in ROUTERS:
+        raise ValueError(f"lora-isolation: router must be one of {ROUTERS}, got {router!r}")
+    if reject_quantile is not None and router != "prototype":
+        raise ValueError("lora-isolation: reject_quantile only applies to router='prototype'")
+    spec = LoraSpec(r, alpha, dropout, target, scope, dict(lora_options or {}))
+    spec.check("lora-isolation")
+    bank = AdapterBank()
+    plugin = AdapterIsolationPlugin(bank, router, reject_quantile)
+    return Preset(plugins=[plugin], prepare=bank_prepare(bank, spec))

@@ -1,0 +1,73 @@
+"""O-LoRA (Wang et al., EMNLP 2023 Findings, "Orthogonal Subspace Learning for Language Model Continual
+Learning"): a new LoRA adapter per task, trained with earlier adapters active but frozen and with
+``λ Σ_{i<t} ‖A_iᵀ A_t‖²`` added to the loss, so each task learns in a subspace orthogonal to the
+earlier ones. Evaluation needs no task id: all adapters stay active (their ΔW add up).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cltune.adapters import AdapterBank, orthogonality_loss
+from cltune.strategies.lora_isolation import LoraSpec, bank_prepare, task_name
+from cltune.strategies.plugin import Plugin
+from cltune.strategies.registry import Preset, register
+
+
+class OrthogonalLoraPlugin(Plugin):
+    """Add each task's adapter to the active ones; penalise its overlap with the earlier ones."""
+
+    def __init__(self, bank: AdapterBank, lam: float):
+        self.bank = bank
+        self.lam = lam
+        self.overlap: dict[str, float] = {}  # ‖A_iᵀA_t‖² summed, per task, after its experience
+        self._new: dict = {}
+        self._old: list[dict] = []
+
+    def adapt_model(self, strategy) -> None:
+        name = task_name(strategy)
+        self.bank.add(name)
+        self.bank.activate(self.bank.names, trainable=[name])
+        self._new = self.bank.lora_a(name)
+        self._old = [self.bank.lora_a(old) for old in self.bank.names[:-1]]
+
+    def before_backward(self, strategy) -> None:
+        if self._old and self.lam:
+            strategy.loss = strategy.loss + self.lam * orthogonality_loss(self._new, self._old)
+
+    def after_training_exp(self, strategy) -> None:
+        name = task_name(strategy)
+        self.bank.activate(self.bank.names)
+        if self._old:
+            self.overlap[name] = orthogonality_loss(self._new, self._old).item()
+            strategy.extra_results["orthogonality_loss"] = self.overlap
+        if strategy.run_dir is not None:
+            self.bank.save(name, strategy.run_dir / "adapters")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**self.bank.state_dict(), "overlap": self.overlap}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.bank.load_state_dict(state)
+        self.overlap = dict(state["overlap"])
+        if self.bank.names:
+            self.bank.activate(self.bank.names)
+
+
+@register("o-lora")
+def o_lora(
+    lam: float = 0.5,
+    r: int = 8,
+    alpha: float = 16.0,
+    dropout: float = 0.0,
+    target: list[str] | None = None,
+    scope: str | None = None,
+    lora_options: dict[str, Any] | None = None,
+) -> Preset:
+    """A LoRA adapter per task kept orthogonal to the earlier ones (λ = lam); all active at evaluation."""
+    if not lam >= 0:
+        raise ValueError(f"o-lora: lam (weight of the orthogonality loss) must be >= 0, got {lam!r}")
+    spec = LoraSpec(r, alpha, dropout, target, scope, dict(lora_options or {}))
+    spec.check("o-lora")
+    bank = AdapterBank()
+    return Preset(plugins=[OrthogonalLoraPlugin(bank, lam)], prepare=bank_prepare(bank, spec))
