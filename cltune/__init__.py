@@ -1,7 +1,32 @@
 """cltune: continual tuning of multimodal LLMs, and measurement of what they forget."""
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cltune.matrix import AccuracyMatrix
+
 __version__ = "0.1.0"
+__all__ = ["AccuracyMatrix", "__version__", "run"]
 
-from cltune.matrix import AccuracyMatrix  # noqa: E402
 
-__all__ = ["AccuracyMatrix", "__version__"]
+def run(
+    recipe: str | Path | dict | None = None,
+    strategy: str = "naive",
+    model: str = "tiny",
+    out: str | Path = "runs",
+    seed: int = 0,
+    params: dict[str, Any] | None = None,
+    progress: bool = True,
+    **train: Any,
+):
+    """Run one strategy through a stream; returns a result with ``.matrix``, ``.metrics``, ``.run_dir``.
+
+    ``recipe`` is a TOML file or built-in stream name (default: ``default``); ``params`` are the
+    strategy's hyper-parameters; ``train`` are training options (``lr``, ``epochs``, ``max_steps``, ...).
+    """
+    from cltune.experiment import RunSpec, run_experiment
+
+    spec = RunSpec.from_recipe(recipe, strategy, model=model, params=params, seed=seed, **train)
+    return run_experiment(spec, out, progress=progress)

@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from cltune.analysis import cl_metrics
 from cltune.data.encode import Encoder
-from cltune.data.recipe import build_stream
+from cltune.data.recipe import build_stream, read_recipe
 from cltune.data.task import Stream
 from cltune.evaluation.evaluator import TaskScore, evaluate
 from cltune.matrix import ZERO_SHOT, AccuracyMatrix
@@ -46,6 +46,29 @@ class RunSpec:
     model: str = "tiny"
     strategy_params: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    @classmethod
+    def from_recipe(
+        cls,
+        recipe: str | Path | dict[str, Any] | None,
+        strategy: str,
+        model: str = "tiny",
+        params: dict[str, Any] | None = None,
+        seed: int = 0,
+        **train: Any,
+    ) -> RunSpec:
+        """A spec from a recipe (file, built-in name or parsed dict); its ``[train]`` and
+        ``[strategy.<name>]`` tables are defaults that ``train`` and ``params`` override."""
+        resolved = dict(recipe) if isinstance(recipe, dict) else read_recipe(recipe)
+        train_options = {**resolved.pop("train", {}), **train, "seed": seed}
+        strategy_params = {**resolved.pop("strategy", {}).get(strategy, {}), **(params or {})}
+        return cls(
+            recipe=resolved,
+            strategy=strategy,
+            model=model,
+            strategy_params=strategy_params,
+            train=TrainConfig.from_dict(train_options),
+        )
 
     @property
     def seed(self) -> int:

@@ -10,9 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from cltune.data.recipe import read_recipe
 from cltune.experiment import RunConfigMismatch, RunSpec, run_experiment
-from cltune.strategies.config import TrainConfig
 from cltune.strategies.plugin import Plugin
 from cltune.strategies.registry import Preset, register
 
@@ -34,10 +32,7 @@ def crashable() -> Preset:
 
 
 def _spec(recipe_path, strategy="naive", **train):
-    recipe = read_recipe(recipe_path)
-    options = {**recipe.pop("train"), **train}
-    recipe.pop("strategy")
-    return RunSpec(recipe=recipe, strategy=strategy, train=TrainConfig.from_dict(options))
+    return RunSpec.from_recipe(recipe_path, strategy, **train)
 
 
 def _cli(*args, cwd):
@@ -112,3 +107,12 @@ def test_a_changed_configuration_is_refused(small_recipe, tmp_path, tiny_cached)
     run_experiment(_spec(small_recipe, max_steps=1), tmp_path, progress=False)
     with pytest.raises(RunConfigMismatch, match=r"train\.lr: was 0\.001, now 0\.002"):
         run_experiment(_spec(small_recipe, max_steps=1, lr=2e-3), tmp_path, progress=False)
+
+
+def test_python_api_runs_a_strategy(small_recipe, tmp_path, tiny_cached):
+    import cltune
+
+    result = cltune.run(small_recipe, "naive", out=tmp_path, max_steps=2, progress=False)
+    assert result.matrix.values.shape == (3, 3)
+    assert result.run_dir == tmp_path / "small-naive-seed0"
+    assert result.metrics["mft"] == pytest.approx(np.mean(np.diag(result.matrix.values[1:, :2])))
