@@ -1,8 +1,9 @@
 """Real run directories for the report, run-table and browser tests, made once per test session.
 
 ``cli_runs()`` calls ``cltune run`` on the small two-task recipe of conftest.py with three strategies
-(naive, lora, joint) and two seeds, two optimizer steps per experience: the whole command — runs,
-analyses, the aggregated table and the report in ``<out>/report/`` — as a user runs it.
+(naive, lora, joint) and two seeds, six optimizer steps per experience at a high learning rate (enough
+to learn and forget, so the seeds differ): the whole command — runs, analyses, the aggregated table
+and the report in ``<out>/report/`` — as a user runs it.
 ``other_stream_run()`` is one naive run of a differently named stream.
 """
 
@@ -54,7 +55,9 @@ def cli_runs() -> tuple[Path, str]:
             "--out",
             str(out),
             "--set",
-            "max_steps=2",
+            "max_steps=6",
+            "--set",
+            "lr=3e-3",
             "--examples",
             "16",
             "--quiet",

@@ -109,15 +109,20 @@ def weight_drift_bars(comparison: Comparison) -> FigureOrNote:
     if table.empty:
         return "No parameter changed in any analysed run."
     colours = palette(comparison.labels)
+    width = 0.8 / len(table.columns)
     figure = Figure(
-        figsize=(max(6.0, 0.45 * len(table) * max(1, len(per_label) / 2)), 4.2), layout="constrained"
+        figsize=(max(6.0, 0.3 * len(table) * (1 + len(table.columns))), 4.2), layout="constrained"
     )
     ax = figure.subplots()
-    table.plot.bar(ax=ax, color=[colours[label] for label in table.columns], width=0.8)
+    positions = np.arange(len(table))
+    for k, label in enumerate(table.columns):
+        offset = (k - (len(table.columns) - 1) / 2) * width
+        ax.bar(positions + offset, table[label].fillna(0), width, color=colours[label], label=label)
+    ax.set_xticks(positions, table.index, rotation=60, ha="right", fontsize=8)
+    ax.legend(fontsize=8)
     ax.set_ylabel("‖Δθ‖ / ‖θ‖")
     ax.set_xlabel("layer (parameters outside layers: their parent module)")
     ax.set_title("weight drift per layer, trained model vs the base model")
-    ax.tick_params(axis="x", labelrotation=60, labelsize=8)
     return figure
 
 

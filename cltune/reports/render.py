@@ -16,6 +16,8 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2r
        padding: 0 1rem; color: #222; line-height: 1.45; }
 table { border-collapse: collapse; margin: 0.8rem 0; font-size: 0.9rem; }
 th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: right; }
+td { white-space: nowrap; }
+.scroll { overflow-x: auto; }
 th:first-child, td:first-child { text-align: left; }
 th { background: #f2f2f2; }
 td.best { background: #e3f4e1; font-weight: bold; }
@@ -86,7 +88,9 @@ def html_table(table: Table) -> str:
         for row in table.rows
     )
     notes = "".join(f'<p class="note">{html.escape(note)}</p>' for note in table.notes)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>{notes}"
+    return (
+        f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>{notes}'
+    )
 
 
 def to_html(report: Report) -> str:

@@ -45,6 +45,12 @@ class Report:
     runs: Table
 
 
+def _write(path: Path, data: bytes) -> None:
+    """Write atomically, readable by everyone (a report is meant to be shared or served)."""
+    atomic_write_bytes(path, data)
+    path.chmod(0o644)
+
+
 def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100)
@@ -182,13 +188,13 @@ def write_report(
             if section.png is None:
                 path.unlink(missing_ok=True)
             else:
-                atomic_write_bytes(path, section.png)
-        atomic_write_bytes(out / "report.md", to_markdown(report, FIGURE_DIR).encode())
+                _write(path, section.png)
+        _write(out / "report.md", to_markdown(report, FIGURE_DIR).encode())
         written["md"] = out / "report.md"
     if "html" in formats:
-        atomic_write_bytes(out / "report.html", to_html(report).encode())
+        _write(out / "report.html", to_html(report).encode())
         written["html"] = out / "report.html"
     metrics = out / "metrics.csv"
-    atomic_write_bytes(metrics, comparison.per_run().to_csv().encode())
+    _write(metrics, comparison.per_run().to_csv().encode())
     written["metrics"] = metrics
     return written
