@@ -106,6 +106,17 @@ def _add_analysis_options(parser: argparse.ArgumentParser, what: str, default: s
     )
 
 
+def _parse_seeds(text: str) -> list[int]:
+    """``--seeds 0,1,2`` → [0, 1, 2]; a clear error for anything else."""
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.lstrip("-").isdigit() for p in parts):
+        raise ValueError(f"--seeds {text!r}: expected comma-separated integers, e.g. --seeds 0,1,2")
+    seeds = [int(p) for p in parts]
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds {text!r}: a seed is repeated; give each seed once")
+    return seeds
+
+
 def _analyses(args: argparse.Namespace) -> list[str]:
     """The analyses asked for, checked before any work starts."""
     from cltune.selective.importance import get_importance
@@ -171,7 +182,7 @@ def command_run(args: argparse.Namespace) -> int:
     strategies = args.strategies.split(",") if args.strategies else list(DEFAULT_STRATEGIES)
     for name in [*strategies, *cli_params, *recipe_params]:
         get_factory(name)
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else [train_options.pop("seed", 0)]
+    seeds = _parse_seeds(args.seeds) if args.seeds else [train_options.pop("seed", 0)]
     train_options.pop("seed", None)
     specs = [
         RunSpec(

@@ -20,7 +20,7 @@ from cltune.reports import figures as matrix_figures
 from cltune.reports import write_report
 from cltune.reports.tables import METRIC_LABELS, metric_header
 
-pytestmark = pytest.mark.slow  # the shared runs take about a minute to make, once per session
+SHARED_RUNS = pytest.mark.slow  # the shared runs take about a minute to make, once per session
 
 FIGURES = (
     "accuracy",
@@ -47,6 +47,7 @@ def _md_table(markdown: str, first_header: str) -> pd.DataFrame:
     return pd.DataFrame(rows[2:], columns=rows[0])
 
 
+@SHARED_RUNS
 def test_cltune_run_with_seeds_prints_the_aggregate_and_writes_the_report():
     out, printed = cli_runs()
     for strategy in STRATEGIES:
@@ -65,6 +66,7 @@ def test_cltune_run_with_seeds_prints_the_aggregate_and_writes_the_report():
     )
 
 
+@SHARED_RUNS
 def test_report_table_marks_the_best_and_defines_every_metric():
     markdown = (cli_runs()[0] / "report" / "report.md").read_text()
     table = _md_table(markdown, "strategy")
@@ -92,6 +94,7 @@ def test_report_table_marks_the_best_and_defines_every_metric():
     assert row["mean A − B"].item() == f"{expected['mean_difference']:+.1f}"
 
 
+@SHARED_RUNS
 def test_html_report_is_self_contained_with_every_figure_embedded():
     page = (cli_runs()[0] / "report" / "report.html").read_text()
     assert not re.search(r'(?:src|href)="(?!data:)', page), "no external resource"
@@ -103,6 +106,7 @@ def test_html_report_is_self_contained_with_every_figure_embedded():
     assert "Skipped:" not in page
 
 
+@SHARED_RUNS
 def test_report_without_analyses_skips_those_figures_with_a_note(tmp_path, capsys):
     for strategy in STRATEGIES:
         copy_run(run_dir(strategy, 0), tmp_path / "runs" / f"small-{strategy}-seed0", analysis=False)
@@ -121,6 +125,7 @@ def test_report_without_analyses_skips_those_figures_with_a_note(tmp_path, capsy
     assert "there is no paired test" in markdown
 
 
+@SHARED_RUNS
 def test_figures_that_do_not_apply_are_notes():
     joint_only = compare_runs([run_dir("joint", s) for s in SEEDS])
     assert "No run is sequential" in matrix_figures.forgetting_heatmaps(joint_only)
@@ -128,11 +133,13 @@ def test_figures_that_do_not_apply_are_notes():
     assert not isinstance(matrix_figures.task_curves(joint_only), str)
 
 
+@SHARED_RUNS
 def test_write_report_rejects_unknown_formats(tmp_path):
     with pytest.raises(ValueError, match="unknown report format 'pdf'"):
         write_report([run_dir("naive", 0)], tmp_path, formats=["md", "pdf"])
 
 
+@SHARED_RUNS
 def test_cltune_analyze_measures_drift_against_the_base_model(tmp_path, capsys):
     naive = copy_run(run_dir("naive", 0), tmp_path / "small-naive-seed0", analysis=False)
     lora = copy_run(run_dir("lora", 0), tmp_path / "small-lora-seed0", analysis=False)
@@ -152,3 +159,19 @@ def test_cltune_analyze_measures_drift_against_the_base_model(tmp_path, capsys):
     linear = frame.index.str.contains(r"language_model\.layers\.\d+\.(?:self_attn|mlp)\.", regex=True)
     assert (frame.loc[linear, "relative"] > 0).all()  # every adapted linear layer moved (B A merged)
     assert (frame.loc[~linear, "relative"] == 0).all()  # norms, embeddings, vision tower, head: frozen
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--seeds", "0,x"], "--seeds '0,x': expected comma-separated integers"),
+        (["--seeds", "0,1,0"], "a seed is repeated"),
+        (["--analyze", "drift,speed"], "unknown analysis 'speed'"),
+        (["--method", "gradiant"], "unknown importance measure 'gradiant'"),
+        (["--examples", "0"], "--examples must be a positive integer"),
+    ],
+)
+def test_cltune_run_checks_its_options_before_any_work(args, message, capsys, tmp_path):
+    assert main(["run", "--strategies", "naive", "--out", str(tmp_path), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())  # nothing was run
