@@ -74,10 +74,12 @@ def read_representation_drift(run: Run) -> pd.DataFrame | None:
 
 
 def _per_task(run: Run, prefix: str) -> dict[str, Path]:
-    return {
-        p.name[len(prefix) : -len(".safetensors")]: p
-        for p in sorted(run.analysis_dir.glob(f"{prefix}*.safetensors"))
+    """``{task: <prefix><task>.safetensors}`` in the stream's task order (unknown names last)."""
+    found = {
+        p.name[len(prefix) : -len(".safetensors")]: p for p in run.analysis_dir.glob(f"{prefix}*.safetensors")
     }
+    order = {task: i for i, task in enumerate(run.matrix.tasks)}
+    return {task: found[task] for task in sorted(found, key=lambda t: (order.get(t, len(order)), t))}
 
 
 def read_importance_maps(run: Run) -> dict[str, ImportanceMap]:

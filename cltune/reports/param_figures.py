@@ -35,28 +35,28 @@ def _first_with(comparison: Comparison, label: str, read):
 
 
 def importance_heatmaps(comparison: Comparison) -> FigureOrNote:
-    """Mean importance per entry, per layer × module type, averaged over the tasks (log10 scale)."""
-    tables = {}
+    """Mean importance per entry, per layer × module type, averaged over the tasks (log10 scale,
+    one colour scale for every strategy)."""
+    tables, method = {}, ""
     for label in comparison.labels:
         maps = _first_with(comparison, label, read_importance_maps)
         if maps:
             per_task = [m.table("mean") for m in maps.values()]
-            tables[label] = (sum(per_task) / len(per_task), next(iter(maps.values())).method)
+            mean = sum(per_task) / len(per_task)
+            tables[label] = np.log10(mean.where(mean > 0))
+            method = next(iter(maps.values())).method
     if not tables:
         return f"No run has importance maps; {HOW}."
-    some = next(iter(tables.values()))[0]
+    values = np.concatenate([t.to_numpy().ravel() for t in tables.values()])
+    values = values[~np.isnan(values)]
+    if not values.size:
+        return "Every importance in the maps is zero."
+    some = next(iter(tables.values()))
     figure, axes = grid(len(tables), 2, 0.7 * len(some.columns) + 3.0, 0.35 * len(some.index) + 1.8)
-    for ax, (label, (table, method)) in zip(axes, tables.items(), strict=True):
-        logged = np.log10(table.where(table > 0))
-        sns.heatmap(
-            logged,
-            ax=ax,
-            cmap="magma",
-            annot=len(table.index) <= 16,
-            fmt=".1f",
-            mask=logged.isna(),
-            cbar_kws={"label": f"log10 mean {method} importance"},
-        )
+    for ax, (label, logged) in zip(axes, tables.items(), strict=True):
+        sns.heatmap(logged, ax=ax, cmap="magma", vmin=values.min(), vmax=values.max(),
+                    annot=len(logged.index) <= 16, fmt=".1f", mask=logged.isna(),
+                    cbar_kws={"label": f"log10 mean {method} importance"})  # fmt: skip
         ax.set_title(label)
         ax.set_xlabel("module type")
         ax.set_ylabel("layer")
