@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from report_runs import SEEDS, STRATEGIES, cli_runs, copy_run, run_dir
 
-from cltune.analysis import METRIC_DEFINITIONS, compare_runs, find_runs, load_run, weight_drift
+from cltune.analysis import METRIC_DEFINITIONS, compare_runs, load_run, weight_drift
 from cltune.cli import main
 from cltune.data.recipe import build_stream
 from cltune.models.loading import load_model
@@ -70,7 +70,7 @@ def test_cltune_run_with_seeds_prints_the_aggregate_and_writes_the_report():
 def test_report_table_marks_the_best_and_defines_every_metric():
     markdown = (cli_runs()[0] / "report" / "report.md").read_text()
     table = _md_table(markdown, "strategy")
-    comparison = compare_runs(find_runs([cli_runs()[0]]))
+    comparison = compare_runs([run_dir(strategy, seed) for seed in SEEDS for strategy in STRATEGIES])
     means = comparison.table("mean")
     for metric, winners in comparison.best().items():
         column = metric_header(metric)

@@ -6,7 +6,7 @@ import base64
 import html
 from typing import TYPE_CHECKING
 
-from cltune.reports.tables import Table
+from cltune.reports.tables import Cell, Table
 
 if TYPE_CHECKING:
     from cltune.reports.report import Report
@@ -17,6 +17,7 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2r
 table { border-collapse: collapse; margin: 0.8rem 0; font-size: 0.9rem; }
 th, td { border: 1px solid #ccc; padding: 0.3rem 0.6rem; text-align: right; }
 td { white-space: nowrap; }
+.ci { display: block; font-size: 0.8em; color: #555; }
 .scroll { overflow-x: auto; }
 th:first-child, td:first-child { text-align: left; }
 th { background: #f2f2f2; }
@@ -74,19 +75,16 @@ def to_markdown(report: Report, figure_dir: str) -> str:
     return "\n".join(out)
 
 
+def _html_cell(cell: Cell) -> str:
+    """A value ``mean ± half-width`` shows the interval on a second, smaller line."""
+    mean, sep, half = cell.text.partition(" ± ")
+    text = html.escape(mean) + (f'<span class="ci"> ± {html.escape(half)}</span>' if sep else "")
+    return f'<td class="best"><strong>{text}</strong></td>' if cell.best else f"<td>{text}</td>"
+
+
 def html_table(table: Table) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in table.header)
-    rows = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="best"><strong>{html.escape(c.text)}</strong></td>'
-            if c.best
-            else f"<td>{html.escape(c.text)}</td>"
-            for c in row
-        )
-        + "</tr>"
-        for row in table.rows
-    )
+    rows = "".join("<tr>" + "".join(_html_cell(c) for c in row) + "</tr>" for row in table.rows)
     notes = "".join(f'<p class="note">{html.escape(note)}</p>' for note in table.notes)
     return (
         f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div>{notes}'
