@@ -182,6 +182,9 @@ def command_run(args: argparse.Namespace) -> int:
     strategies = args.strategies.split(",") if args.strategies else list(DEFAULT_STRATEGIES)
     for name in [*strategies, *cli_params, *recipe_params]:
         get_factory(name)
+    repeated = sorted({name for name in strategies if strategies.count(name) > 1})
+    if repeated:
+        raise ValueError(f"--strategies: {', '.join(repeated)} given more than once; give each strategy once")
     seeds = _parse_seeds(args.seeds) if args.seeds else [train_options.pop("seed", 0)]
     train_options.pop("seed", None)
     specs = [

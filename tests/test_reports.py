@@ -166,6 +166,7 @@ def test_cltune_analyze_measures_drift_against_the_base_model(tmp_path, capsys):
     [
         (["--seeds", "0,x"], "--seeds '0,x': expected comma-separated integers"),
         (["--seeds", "0,1,0"], "a seed is repeated"),
+        (["--strategies", "naive,lora,naive"], "naive given more than once"),
         (["--analyze", "drift,speed"], "unknown analysis 'speed'"),
         (["--method", "gradiant"], "unknown importance measure 'gradiant'"),
         (["--examples", "0"], "--examples must be a positive integer"),
