@@ -135,8 +135,12 @@ def _analyses(args: argparse.Namespace) -> list[str]:
     return chosen
 
 
-def _analyze(run_dirs: list[Path], what: list[str], method: str, examples: int) -> None:
-    """Compute the analyses of each run into <run>/analysis/ (base models are loaded once)."""
+def _analyze(run_dirs: list[Path], what: list[str], method: str, examples: int, strict: bool = True) -> None:
+    """Compute the analyses of each run into <run>/analysis/ (base models are loaded once).
+
+    With ``strict=False`` (at the end of ``cltune run``) a run that cannot be analysed is reported
+    on stderr and skipped, so the report is still written (its figures then say what is missing).
+    """
     from cltune.analysis import analyze_run, load_run
     from cltune.experiment import load_trained_model
     from cltune.models.loading import load_model
@@ -145,16 +149,22 @@ def _analyze(run_dirs: list[Path], what: list[str], method: str, examples: int) 
     for path in run_dirs:
         run = load_run(path)
         try:
-            tuned, processor, stream = load_trained_model(run.path)
-        except RuntimeError as err:
-            raise ValueError(f"run {run.path}: cannot rebuild its trained model ({err})") from err
-        key = (run.model, stream.name, tuple(stream.general_names), stream.seed)
-        if key not in bases:
-            bases[key] = load_model(run.model, pretrain_tasks=stream.general, seed=stream.seed)[0].eval()
-        started = time.perf_counter()
-        written = analyze_run(
-            run, bases[key], tuned, processor, stream, what=what, method=method, n_examples=examples
-        )
+            try:
+                tuned, processor, stream = load_trained_model(run.path)
+            except RuntimeError as err:
+                raise ValueError(f"run {run.path}: cannot rebuild its trained model ({err})") from err
+            key = (run.model, stream.name, tuple(stream.general_names), stream.seed)
+            if key not in bases:
+                bases[key] = load_model(run.model, pretrain_tasks=stream.general, seed=stream.seed)[0].eval()
+            started = time.perf_counter()
+            written = analyze_run(
+                run, bases[key], tuned, processor, stream, what=what, method=method, n_examples=examples
+            )
+        except (ValueError, OSError) as err:
+            if strict:
+                raise
+            print(f"cltune: warning: {run.name} not analysed: {err}", file=sys.stderr)
+            continue
         names = ", ".join(p.name for p in written)
         print(f"analysed {run.name} ({time.perf_counter() - started:.0f} s): {names}")
 
@@ -209,7 +219,7 @@ def command_run(args: argparse.Namespace) -> int:
         results.append(run_experiment(spec, args.out, stream, zero_shot, progress=not args.quiet))
     run_dirs = [result.run_dir for result in results]
     if analyses:
-        _analyze(run_dirs, analyses, args.method, args.examples)
+        _analyze(run_dirs, analyses, args.method, args.examples, strict=False)
     print()
     _print_comparison(run_dirs)
     print(f"\n{len(results)} run(s) in {Path(args.out)}/ ({time.perf_counter() - started:.0f} s)")
