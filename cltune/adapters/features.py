@@ -17,9 +17,12 @@ def prompt_features(
     key: str,
     batch_size: int,
     device: torch.device,
+    layer: int = -1,
 ) -> torch.Tensor:
-    """``(rows, hidden)``: the last hidden layer, averaged over each prompt's tokens, in float32 on CPU.
+    """``(rows, hidden)``: hidden states ``layer`` averaged over each prompt's tokens, float32 on CPU.
 
+    ``layer`` indexes the model's ``hidden_states`` output: 0 is what the language model receives
+    (token embeddings with the projected image features in place), -1 its last layer.
     Every row is encoded as a generation prompt (question and image, no answer), so train and test
     rows give comparable features; ``key`` names the rows in the encoder's cache (it must differ
     between two splits of one task). The caller chooses the model (e.g. the base model with every
@@ -34,7 +37,7 @@ def prompt_features(
             for i in range(start, min(len(data), start + batch_size))
         ]
         batch = {k: v.to(device) for k, v in collate(features, encoder.pad_id).items()}
-        hidden = model(**batch, output_hidden_states=True).hidden_states[-1].float()
+        hidden = model(**batch, output_hidden_states=True).hidden_states[layer].float()
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled.append(((hidden * mask).sum(dim=1) / mask.sum(dim=1)).cpu())
     model.train(was_training)

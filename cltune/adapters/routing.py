@@ -1,11 +1,18 @@
-"""Routing rows to task adapters without a task id: nearest task prototype in feature space.
+"""Routing rows to task adapters without a task id: the nearest task prototype in feature space.
 
-Nearest-class-mean classification (Mensink et al., TPAMI 2013; iCaRL, Rebuffi et al., CVPR 2017)
-applied to tasks instead of classes: each task's prototype is the normalised mean of its training
-rows' L2-normalised features, ``p_t = normalize(mean_i normalize(f_i))``; a row goes to
-``argmax_t cos(f, p_t)``. With ``reject_quantile = q`` a row is sent to the base model instead when
-its similarity to the nearest prototype is below the ``q``-quantile of that task's own training
-similarities (an open-set rule: the row looks like none of the trained tasks).
+Each task ``t`` is a Gaussian with its own mean ``μ_t`` (its prototype) and a covariance ``Σ`` shared
+by all tasks, estimated from every task's training features (the tied-covariance class model of
+Lee et al., NeurIPS 2018, "A Simple Unified Framework for Detecting Out-of-Distribution Samples and
+Adversarial Attacks"). A row ``f`` goes to ``argmin_t (f − μ_t)ᵀ Σ⁻¹ (f − μ_t)``. Unlike the plain
+nearest mean, this whitens what varies inside every task (the image content, when tasks ask other
+questions about the same images), so a small but consistent shift between tasks decides.
+``Σ = S / N + ε · tr(S / N) / d · I`` with ``S`` the pooled within-task scatter of ``N`` rows in
+``d`` dimensions and ``ε`` = :data:`SHRINKAGE`, so ``Σ`` is invertible with few rows.
+
+With ``reject_rate = q`` a row whose distance to its nearest prototype exceeds the ``(1 − q)``
+quantile of that task's own training distances goes to the base model instead (Lee et al.'s
+distance-based out-of-distribution rule): about a fraction ``q`` of in-task rows is lost, in exchange
+for rows of tasks never trained (the general tasks) keeping the base model.
 """
 
 from __future__ import annotations
@@ -14,54 +21,71 @@ from collections import Counter
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from cltune.adapters.bank import BASE
 
+SHRINKAGE = 1e-3
+
 
 class PrototypeRouter:
-    """Task prototypes and the nearest-prototype rule (see the module docstring)."""
+    """Task prototypes under a shared-covariance Mahalanobis distance (see the module docstring)."""
 
-    def __init__(self, reject_quantile: float | None = None):
-        if reject_quantile is not None and not 0.0 <= reject_quantile < 1.0:
-            raise ValueError(f"reject_quantile must lie in [0, 1) or be None, got {reject_quantile}")
-        self.reject_quantile = reject_quantile
-        self.prototypes: dict[str, torch.Tensor] = {}
-        self.thresholds: dict[str, float] = {}
+    def __init__(self, reject_rate: float | None = None):
+        if reject_rate is not None and not 0.0 <= reject_rate < 1.0:
+            raise ValueError(f"reject_rate must lie in [0, 1) or be None, got {reject_rate}")
+        self.reject_rate = reject_rate
+        self.features: dict[str, torch.Tensor] = {}  # training features per task, float64
+        self._fitted: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def add(self, name: str, features: torch.Tensor) -> None:
-        """Fit task ``name``'s prototype (and rejection threshold) on its training rows' features."""
+        """Add task ``name`` from its training rows' ``(rows, dim)`` features."""
         if features.dim() != 2 or len(features) == 0:
             raise ValueError(f"task {name!r}: need a non-empty (rows, dim) feature matrix")
-        unit = F.normalize(features.float(), dim=1)
-        prototype = F.normalize(unit.mean(dim=0), dim=0)
-        self.prototypes[name] = prototype
-        if self.reject_quantile is not None:
-            self.thresholds[name] = torch.quantile(unit @ prototype, self.reject_quantile).item()
+        self.features[name] = features.detach().to("cpu", torch.float64)
+        self._fitted = None
 
-    def similarities(self, features: torch.Tensor) -> torch.Tensor:
-        """``(rows, tasks)`` cosine similarity to each prototype, in :attr:`prototypes` order."""
-        if not self.prototypes:
-            raise RuntimeError("no task prototype yet: routing needs at least one trained task")
-        return F.normalize(features.float(), dim=1) @ torch.stack(list(self.prototypes.values())).T
+    def _fit(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(means (tasks, dim), precision Σ⁻¹, rejection thresholds (tasks,))``."""
+        if self._fitted is None:
+            if not self.features:
+                raise RuntimeError("no task prototype yet: routing needs at least one trained task")
+            means = torch.stack([rows.mean(dim=0) for rows in self.features.values()])
+            centred = torch.cat(
+                [rows - mean for rows, mean in zip(self.features.values(), means, strict=True)]
+            )
+            covariance = centred.T @ centred / len(centred)
+            dim = covariance.shape[0]
+            ridge = SHRINKAGE * covariance.trace().clamp(min=1e-12) / dim
+            precision = torch.linalg.inv(covariance + ridge * torch.eye(dim, dtype=covariance.dtype))
+            self._fitted = (means, precision, torch.empty(0))
+            if self.reject_rate is not None:
+                own = [self.distances(rows)[:, t] for t, rows in enumerate(self.features.values())]
+                thresholds = torch.stack([torch.quantile(d, 1.0 - self.reject_rate) for d in own])
+                self._fitted = (means, precision, thresholds)
+        return self._fitted
+
+    def distances(self, features: torch.Tensor) -> torch.Tensor:
+        """``(rows, tasks)`` squared Mahalanobis distances to each prototype, in task order."""
+        means, precision, _ = self._fit()
+        diff = features.detach().to("cpu", torch.float64)[:, None, :] - means[None, :, :]
+        return torch.einsum("rtd,de,rte->rt", diff, precision, diff)
 
     def route(self, features: torch.Tensor) -> list[str]:
         """The adapter name for every row (or :data:`~cltune.adapters.bank.BASE` if rejected)."""
-        best, index = self.similarities(features).max(dim=1)
-        names = list(self.prototypes)
-        routes = []
-        for similarity, i in zip(best.tolist(), index.tolist(), strict=True):
-            name = names[i]
-            rejected = self.reject_quantile is not None and similarity < self.thresholds[name]
-            routes.append(BASE if rejected else name)
-        return routes
+        _, _, thresholds = self._fit()
+        best, index = self.distances(features).min(dim=1)
+        names = list(self.features)
+        rejected = (
+            best > thresholds[index] if self.reject_rate is not None else torch.zeros_like(best, dtype=bool)
+        )
+        return [BASE if no else names[i] for i, no in zip(index.tolist(), rejected.tolist(), strict=True)]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"prototypes": dict(self.prototypes), "thresholds": dict(self.thresholds)}
+        return {"features": dict(self.features)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.prototypes = dict(state["prototypes"])
-        self.thresholds = dict(state["thresholds"])
+        self.features = dict(state["features"])
+        self._fitted = None
 
 
 def route_counts(routes: list[str]) -> dict[str, int]:

@@ -4,9 +4,13 @@ Each experience trains only its own adapter (named after the task) from the base
 learnt earlier can change: with the task id at evaluation (``router="oracle"``) every old task keeps
 its accuracy exactly (BWT = 0) and the general tasks run on the untouched base. Without a task id
 (``router="prototype"``) each test row goes to the adapter of the nearest task prototype in the base
-model's prompt features (:mod:`cltune.adapters.routing`); the routing accuracy per task and stage
-lands in results.json ``extra.routing``. Adapters are saved in PEFT's format under
-``<run dir>/adapters/<task>/`` after their experience.
+model's prompt features (hidden states ``feature_layer``, mean over the prompt; Mahalanobis distance
+with a shared covariance, see :mod:`cltune.adapters.routing`), or to the base model when it is
+farther than a fraction ``1 − reject_rate`` of the task's own training rows. Rows of a mixed batch
+run through their own adapters (PEFT's ``adapter_names``). results.json ``extra.routing`` lists per
+evaluation stage the routing accuracy of every evaluated task (share of rows sent to the task's own
+adapter, or to the base for a task without one: general tasks and tasks not trained yet) and where
+its rows went. Adapters are saved in PEFT's format under ``<run dir>/adapters/<task>/``.
 """
 
 from __future__ import annotations
@@ -88,10 +92,13 @@ def task_name(strategy) -> str:
 class AdapterIsolationPlugin(Plugin):
     """Train a fresh adapter per task; route every evaluation row to one adapter (or the base)."""
 
-    def __init__(self, bank: AdapterBank, router: str, reject_quantile: float | None = None):
+    def __init__(
+        self, bank: AdapterBank, router: str, reject_rate: float | None = None, feature_layer: int = 0
+    ):
         self.bank = bank
         self.router = router
-        self.prototypes = PrototypeRouter(reject_quantile) if router == "prototype" else None
+        self.feature_layer = feature_layer
+        self.prototypes = PrototypeRouter(reject_rate) if router == "prototype" else None
         self.routes: list[str] = []  # adapter per test row of the task being evaluated
         self.features: dict[str, Any] = {}  # base-model test features per task (the base never changes)
         self.history: list[dict[str, Any]] = []  # routing per evaluation stage
@@ -115,7 +122,13 @@ class AdapterIsolationPlugin(Plugin):
         data, key = (task.train, f"{task.name}/train-prompts") if train else (task.test, task.name)
         with self.bank.peft_model.disable_adapter():
             return prompt_features(
-                strategy.model, strategy.encoder, data, key, strategy.config.eval_batch_size, strategy.device
+                strategy.model,
+                strategy.encoder,
+                data,
+                key,
+                strategy.config.eval_batch_size,
+                strategy.device,
+                self.feature_layer,
             )
 
     def before_eval(self, strategy) -> None:
@@ -161,7 +174,8 @@ class AdapterIsolationPlugin(Plugin):
 @register("lora-isolation")
 def lora_isolation(
     router: str = "oracle",
-    reject_quantile: float | None = None,
+    reject_rate: float | None = None,
+    feature_layer: int = 0,
     r: int = 8,
     alpha: float = 16.0,
     dropout: float = 0.0,
@@ -172,10 +186,13 @@ def lora_isolation(
     """One frozen LoRA adapter per task, chosen per test row by the task id or a prototype router."""
     if router not in ROUTERS:
         raise ValueError(f"lora-isolation: router must be one of {ROUTERS}, got {router!r}")
-    if reject_quantile is not None and router != "prototype":
-        raise ValueError("lora-isolation: reject_quantile only applies to router='prototype'")
+    if router != "prototype" and (reject_rate is not None or feature_layer != 0):
+        raise ValueError("lora-isolation: reject_rate and feature_layer only apply to router='prototype'")
     spec = LoraSpec(r, alpha, dropout, target, scope, dict(lora_options or {}))
     spec.check("lora-isolation")
     bank = AdapterBank()
-    plugin = AdapterIsolationPlugin(bank, router, reject_quantile)
+    try:
+        plugin = AdapterIsolationPlugin(bank, router, reject_rate, feature_layer)
+    except ValueError as err:
+        raise ValueError(f"lora-isolation: {err}") from None
     return Preset(plugins=[plugin], prepare=bank_prepare(bank, spec))
