@@ -9,9 +9,9 @@ import json
 import pytest
 import torch
 from conftest import SMALL_RECIPE
-from test_experiment import CRASH, CrashPlugin
 from peft import PeftModel
 from safetensors.torch import load_file
+from test_experiment import CRASH, CrashPlugin
 
 from cltune.adapters import BASE, PrototypeRouter, check_adapter_name, orthogonality_loss
 from cltune.data.encode import Encoder
