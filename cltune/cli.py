@@ -22,6 +22,17 @@ def _parse_value(text: str) -> Any:
         return text
 
 
+def _parse_settings(items: list[str]) -> dict[str, Any]:
+    """``--set lr=1e-3`` → {"lr": 0.001}."""
+    settings = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected KEY=VALUE, e.g. lr=1e-3")
+        settings[key] = _parse_value(value)
+    return settings
+
+
 def _parse_params(items: list[str]) -> dict[str, dict[str, Any]]:
     """``--param replay.buffer_size=100`` → {"replay": {"buffer_size": 100}}."""
     params: dict[str, dict[str, Any]] = {}
@@ -181,33 +192,29 @@ def _print_comparison(run_dirs: list[Path]) -> None:
 def command_run(args: argparse.Namespace) -> int:
     from cltune.data.recipe import build_stream, read_recipe
     from cltune.experiment import RunSpec, run_experiment
-    from cltune.strategies.config import TrainConfig
     from cltune.strategies.registry import get_factory
 
     recipe = read_recipe(args.recipe)
-    train_options = {**recipe.pop("train"), **{k: v for k, v in (kv.split("=", 1) for kv in args.train)}}
-    train_options = {k: _parse_value(v) if isinstance(v, str) else v for k, v in train_options.items()}
-    recipe_params = recipe.pop("strategy")
+    train_options = _parse_settings(args.train)
     cli_params = _parse_params(args.param)
     strategies = args.strategies.split(",") if args.strategies else list(DEFAULT_STRATEGIES)
-    for name in [*strategies, *cli_params, *recipe_params]:
+    for name in [*strategies, *cli_params, *recipe["strategy"]]:
         get_factory(name)
     repeated = sorted({name for name in strategies if strategies.count(name) > 1})
     if repeated:
         raise ValueError(f"--strategies: {', '.join(repeated)} given more than once; give each strategy once")
-    seeds = _parse_seeds(args.seeds) if args.seeds else [train_options.pop("seed", 0)]
+    seeds = (
+        _parse_seeds(args.seeds)
+        if args.seeds
+        else [train_options.pop("seed", recipe["train"].get("seed", 0))]
+    )
     train_options.pop("seed", None)
     specs = [
-        RunSpec(
-            recipe=recipe,
-            strategy=name,
-            model=args.model,
-            strategy_params={**recipe_params.get(name, {}), **cli_params.get(name, {})},
-            train=TrainConfig.from_dict({**train_options, "seed": seed}),
-        )
+        RunSpec.from_recipe(recipe, name, args.model, cli_params.get(name), seed, **train_options)
         for seed in seeds
         for name in strategies
     ]
+    recipe = specs[0].recipe
     started = time.perf_counter()
     analyses = _analyses(args)
     stream = build_stream(recipe)
