@@ -4,6 +4,7 @@ adapters saved in PEFT's format that plain PEFT reloads, resume, and clear error
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import pytest
@@ -21,7 +22,7 @@ from cltune.experiment import RunSpec, run_experiment
 from cltune.models.loading import load_model
 from cltune.strategies.config import TrainConfig
 from cltune.strategies.experience import Experience
-from cltune.strategies.registry import Preset, build_preset, register
+from cltune.strategies.registry import Preset, build_preset, get_factory, register
 from cltune.strategies.template import Template
 
 # LoRA learns slower than full fine-tuning: a higher rate makes the small recipe's adapters answer.
@@ -35,6 +36,7 @@ def crashable(name: str) -> str:
         preset = build_preset(name, **params)
         return Preset(plugins=[*preset.plugins, CrashPlugin()], prepare=preset.prepare)
 
+    factory.__signature__ = inspect.signature(get_factory(name))  # same parameters as ``name``
     register(f"test-crashable-{name}")(factory)
     return f"test-crashable-{name}"
 
