@@ -14,7 +14,7 @@ from peft import PeftModel
 from safetensors.torch import load_file
 from test_experiment import CRASH, CrashPlugin
 
-from cltune.adapters import BASE, PrototypeRouter, check_adapter_name, orthogonality_loss
+from cltune.adapters import BASE, PrototypeRouter, check_adapter_name, orthogonality_loss, prompt_features
 from cltune.data.encode import Encoder
 from cltune.data.recipe import build_stream
 from cltune.evaluation.generate import generate_answers
@@ -123,9 +123,23 @@ def test_router_and_adapter_names_refuse_bad_input() -> None:
         PrototypeRouter(reject_rate=1.5)
     with pytest.raises(RuntimeError, match="at least one trained task"):
         PrototypeRouter().route(torch.ones(1, 3))
-    for bad in ("a.b", BASE, ""):
+    for bad in ("a.b", BASE, "", "ora"):
         with pytest.raises(ValueError, match="rename the task"):
             check_adapter_name(bad)
+
+
+def test_prompt_features_average_one_hidden_layer_over_the_prompt(tiny, default_stream) -> None:
+    model, processor = tiny
+    task = default_stream.tasks[0]
+    encoder, cpu = Encoder(processor), torch.device("cpu")
+    features = prompt_features(model, encoder, task.test, task.name, 2, cpu, layer=0)
+    row = encoder.encode(task.test, 2, task.name, train=False)
+    with torch.no_grad():
+        hidden = model(**row, output_hidden_states=True).hidden_states[0][0]
+    assert features.shape == (len(task.test), hidden.shape[-1])
+    torch.testing.assert_close(features[2], hidden.mean(dim=0), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="feature layer 9 does not exist: the model gives 5 hidden states"):
+        prompt_features(model, encoder, task.test.select(range(1)), task.name, 2, cpu, layer=9)
 
 
 @pytest.mark.parametrize(

@@ -25,16 +25,18 @@ _SCRATCH = "cltune_scratch"  # only exists while the empty wrapper is built
 
 
 def check_adapter_name(name: str) -> str:
-    """Refuse names PEFT cannot use as a module key (dots), and PEFT's reserved ``__base__``."""
-    if not name or "." in name or name == BASE or name.startswith("lora_"):
+    """Refuse names PEFT cannot use: module keys hold no dot, ``__base__`` is reserved, and a part of
+    PEFT's key prefix ``lora_`` would clash when the adapter is loaded again."""
+    if not name or "." in name or name == BASE or name in "lora_":
         raise ValueError(
-            f"{name!r} cannot name a PEFT adapter (no dots, not {BASE!r}, not starting with 'lora_'); "
+            f"{name!r} cannot name a PEFT adapter (no dots, not {BASE!r}, not part of 'lora_'); "
             "rename the task in the stream recipe"
         )
     return name
 
 
 def lora_layers(model: nn.Module) -> Iterator[LoraLayer]:
+    """Every PEFT LoRA layer of ``model``."""
     return (module for module in model.modules() if isinstance(module, LoraLayer))
 
 
@@ -99,7 +101,7 @@ class AdapterBank:
         }
 
     def save(self, name: str, folder: Path) -> Path:
-        """Save adapter ``name`` in PEFT's format to ``folder/name`` (replaced atomically)."""
+        """Save adapter ``name`` in PEFT's format to ``folder/name`` (written aside, then moved there)."""
         folder.mkdir(parents=True, exist_ok=True)
         staging = folder / f".{name}.saving"
         shutil.rmtree(staging, ignore_errors=True)

@@ -37,7 +37,12 @@ def prompt_features(
             for i in range(start, min(len(data), start + batch_size))
         ]
         batch = {k: v.to(device) for k, v in collate(features, encoder.pad_id).items()}
-        hidden = model(**batch, output_hidden_states=True).hidden_states[layer].float()
+        states = model(**batch, output_hidden_states=True).hidden_states
+        if not -len(states) <= layer < len(states):
+            raise ValueError(
+                f"feature layer {layer} does not exist: the model gives {len(states)} hidden states"
+            )
+        hidden = states[layer].float()
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled.append(((hidden * mask).sum(dim=1) / mask.sum(dim=1)).cpu())
     model.train(was_training)
