@@ -151,7 +151,7 @@ def test_prompt_features_average_one_hidden_layer_over_the_prompt(tiny, default_
         ({"r": 0}, "r .LoRA rank. must be a positive integer"),
         ({"dropout": 1.0}, r"dropout must lie in \[0, 1\)"),
         ({"scope": "decoder"}, "scope must be one of"),
-        ({"lora_options": {"bias": "all"}}, "keep bias='none'"),
+        ({"lora_options": {"bias": "all"}}, r"options \['bias'\] are not allowed"),
         ({"lora_options": {"modules_to_save": ["lm_head"]}}, "are not allowed here"),
         ({"lora_options": {"rank_dropout": 0.1}}, "bad LoRA option"),
     ],

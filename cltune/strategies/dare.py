@@ -1,6 +1,10 @@
 """DARE on full fine-tuning deltas (Yu et al., ICML 2024, "Language Models are Super Mario"): drop each
 delta entry with probability p = 1 − density, rescale by 1/(1 − p), then add (``combine="linear"``) or
-TIES-merge (``combine="ties"``)."""
+TIES-merge (``combine="ties"``).
+
+``density = 0.1`` is the paper's headline drop rate p = 0.9; the sum is weighted by λ = 0.5 per task
+(as in ``task-arithmetic``, a fixed value, not tuned).
+"""
 
 from __future__ import annotations
 

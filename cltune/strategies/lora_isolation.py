@@ -15,6 +15,7 @@ its rows went. Adapters are saved in PEFT's format under ``<run dir>/adapters/<t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +30,7 @@ from cltune.strategies.plugin import Plugin
 from cltune.strategies.registry import Preset, register
 
 ROUTERS = ("oracle", "prototype")
-# LoRA options that would train or replace something outside the task's own adapter.
+# LoRA options that are parameters of their own, or would train base weights outside the adapter.
 _NOT_ISOLATED = ("modules_to_save", "target_modules", "r", "lora_alpha", "lora_dropout")
 
 
@@ -55,10 +56,13 @@ class LoraSpec:
         if self.scope is not None and self.scope not in SCOPES:
             raise ValueError(f"{strategy}: scope must be one of {SCOPES} or None, got {self.scope!r}")
         clashes = [key for key in self.options if key in _NOT_ISOLATED]
-        if clashes or self.options.get("bias", "none") != "none":
+        if self.options.get("bias", "none") != "none":
+            clashes.append("bias")
+        if clashes:
             raise ValueError(
-                f"{strategy}: LoRA options {clashes or ['bias']} are not allowed here: use r, alpha, "
-                "dropout, target and scope for those, and keep bias='none' (base biases would train)"
+                f"{strategy}: LoRA options {clashes} are not allowed here: r, alpha, dropout and target are "
+                "parameters of their own, and modules_to_save or a bias other than 'none' would train base "
+                "weights outside the task's adapter"
             )
         try:
             LoraConfig(target_modules=["probe"], **self.options)
@@ -68,12 +72,13 @@ class LoraSpec:
             ) from err
 
     def config(self, model: nn.Module, train_scope: str) -> LoraConfig:
+        """The LoraConfig for ``model``'s linear layers of ``scope`` (the training scope if None)."""
         return lora_config(
             model, self.scope or train_scope, self.r, self.alpha, self.dropout, self.target, **self.options
         )
 
 
-def bank_prepare(bank: AdapterBank, spec: LoraSpec):
+def bank_prepare(bank: AdapterBank, spec: LoraSpec) -> Callable[[nn.Module, str], nn.Module]:
     """The preset's ``prepare``: wrap the loaded model in the bank's PeftModel (no adapter yet)."""
 
     def prepare(model: nn.Module, scope: str) -> nn.Module:

@@ -1,5 +1,9 @@
 """Task arithmetic on full fine-tuning deltas (Ilharco et al., ICLR 2023, "Editing Models with Task
-Arithmetic"): θ = θ₀ + Σ_t λ_t τ_t after every experience."""
+Arithmetic"): θ = θ₀ + Σ_t λ_t τ_t after every experience.
+
+The paper picks λ on held-out data; the default λ = 0.5 is a fixed middle value, not tuned (give
+one number for every task, or one per task).
+"""
 
 from __future__ import annotations
 
