@@ -24,7 +24,7 @@ from cltune.strategies.template import Template
 SELECTIVE = ("gmt", "importance-mask", "hft", "spider", "magnitude-mask", "lt-sft", "model-tailor")
 
 
-def _task(default_stream, index: int = 0, n: int = 24) -> Task:
+def _task(default_stream, index: int = 0, n: int = 16) -> Task:
     task = default_stream.tasks[index]
     return Task(task.name, task.train.select(range(n)), task.test, task.metric)
 

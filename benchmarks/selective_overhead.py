@@ -1,0 +1,239 @@
+"""Cost of the selective strategies against ``naive``, measured in one process, interleaved.
+
+For each repetition every strategy trains one experience (the first default-stream task, ``--rows``
+rows, ``--steps`` AdamW updates of ``--batch-size``) on a fresh copy of the pre-trained tiny model;
+the strategies' order rotates between repetitions. Per strategy it reports
+
+- step time: the median time of a training iteration (forward, backward, the plugins' hooks,
+  optimizer step), after ``--warmup`` iterations, as a ratio to ``naive`` of the same repetition;
+- setup: the experience's time outside the iterations (importance pre-pass, LT-SFT's first
+  fine-tune, Model Tailor's patch), in units of naive's step time;
+- peak memory: the peak resident memory while training the experience, above the resident
+  memory before it (the loaded model), as a ratio to ``naive``'s. Linux only: the peak is reset
+  through ``/proc/self/clear_refs`` and read from ``VmHWM``; glibc is told to serve every block
+  over 64 KiB by mmap, so freed tensors leave the resident set at once;
+- extra state: bytes of tensors the strategy's plugins hold in the middle of the experience, per
+  trainable parameter (the model's own parameters and the optimizer's state are not counted;
+  the optimizer's state is reported beside it, since HFT shrinks it).
+
+Run by hand (not by CI): ``python benchmarks/selective_overhead.py --out reports/SELECTIVE_BENCHMARK.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import ctypes
+import gc
+import os
+import platform
+import statistics
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from cltune.data.encode import Encoder
+from cltune.data.recipe import load_stream
+from cltune.data.task import Task
+from cltune.models.loading import load_model
+from cltune.strategies.config import TrainConfig
+from cltune.strategies.experience import Experience
+from cltune.strategies.plugin import Plugin
+from cltune.strategies.registry import build_preset
+from cltune.strategies.template import Template
+
+STRATEGIES = ("naive", "gmt", "importance-mask", "magnitude-mask", "hft", "spider", "lt-sft", "model-tailor")
+GRADIENT_MASK = ("gmt", "importance-mask", "magnitude-mask", "lt-sft")
+
+
+def serve_large_blocks_by_mmap() -> None:
+    """glibc: every allocation over 64 KiB gets its own mapping, returned to the OS when freed."""
+    libc = ctypes.CDLL("libc.so.6")
+    m_mmap_threshold = -3
+    libc.mallopt(m_mmap_threshold, 64 * 1024)
+
+
+def rss_bytes(field: str = "VmRSS") -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def reset_peak() -> None:
+    Path("/proc/self/clear_refs").write_text("5")
+
+
+def held_bytes(obj: Any, skip: set[int], seen: set[int] | None = None) -> int:
+    """Bytes of the tensors reachable from ``obj`` (dicts, sequences, plain objects), each storage
+    once; parameters, modules, optimizers and storages in ``skip`` are not counted."""
+    seen = set() if seen is None else seen
+    if isinstance(obj, nn.Parameter | nn.Module | torch.optim.Optimizer | Template):
+        return 0
+    if isinstance(obj, torch.Tensor):
+        storage = obj.untyped_storage()
+        key = storage.data_ptr()
+        if key in skip or key in seen or storage.nbytes() == 0:
+            return 0
+        seen.add(key)
+        return storage.nbytes()
+    if id(obj) in seen:
+        return 0
+    seen.add(id(obj))
+    if isinstance(obj, dict):
+        return sum(held_bytes(v, skip, seen) for v in obj.values())
+    if isinstance(obj, list | tuple | set):
+        return sum(held_bytes(v, skip, seen) for v in obj)
+    if hasattr(obj, "__dict__") and not isinstance(obj, type):
+        return sum(held_bytes(v, skip, seen) for v in vars(obj).values())
+    return 0
+
+
+class Probe(Plugin):
+    """Times every training iteration; in the middle of the experience, counts the plugins' state."""
+
+    def __init__(self, plugins: list[Plugin], middle: int) -> None:
+        self.plugins = plugins
+        self.middle = middle
+        self.steps: list[float] = []
+        self.plugin_bytes = 0
+        self.optimizer_bytes = 0
+
+    def before_training_iteration(self, strategy) -> None:
+        self._start = time.perf_counter()
+
+    def after_training_iteration(self, strategy) -> None:
+        self.steps.append(time.perf_counter() - self._start)
+        if len(self.steps) == self.middle:
+            params = {p.untyped_storage().data_ptr() for p in strategy.model.parameters()}
+            self.plugin_bytes = held_bytes(self.plugins, params)
+            self.optimizer_bytes = held_bytes(dict(strategy.optimizer.state), params)
+
+
+def measure(name: str, base: nn.Module, encoder: Encoder, experience: Experience, args) -> dict[str, float]:
+    gc.collect()
+    model = copy.deepcopy(base)
+    preset = build_preset(name)
+    model = preset.prepare(model, "language_model")
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    probe = Probe(preset.plugins, middle=args.steps // 2)
+    config = TrainConfig(batch_size=args.batch_size, max_steps=args.steps, lr=1e-3, weight_decay=0.0)
+    template = Template(model, encoder, config, [*preset.plugins, probe], progress=False)
+    gc.collect()
+    before = rss_bytes()
+    reset_peak()
+    started = time.perf_counter()
+    template.train(experience)
+    total = time.perf_counter() - started
+    peak = rss_bytes("VmHWM") - before
+    step = statistics.median(probe.steps[args.warmup :])
+    del template, model, preset
+    return {
+        "step_s": step,
+        "setup_s": total - sum(probe.steps),
+        "peak_bytes": peak,
+        "plugin_bytes_per_param": probe.plugin_bytes / n_trainable,
+        "optimizer_bytes_per_param": probe.optimizer_bytes / n_trainable,
+    }
+
+
+def run(args) -> tuple[dict[str, list[dict[str, float]]], dict[str, Any]]:
+    serve_large_blocks_by_mmap()
+    torch.manual_seed(0)
+    stream = load_stream("default")
+    base, processor = load_model("tiny", pretrain_tasks=stream.general, seed=stream.seed)
+    encoder = Encoder(processor)
+    source = stream.tasks[0]
+    task = Task(source.name, source.train.select(range(args.rows)), source.test, source.metric)
+    experience = Experience(1, [task])
+    for i in range(args.rows):  # encode once, so that no strategy pays the encoder's memo
+        encoder.encode(task.train, i, task.name, True)
+    measure("naive", base, encoder, experience, args)  # a throwaway run: thread pools, first-use costs
+    names = list(args.strategies)
+    results: dict[str, list[dict[str, float]]] = defaultdict(list)
+    for rep in range(args.reps):
+        order = names[rep % len(names) :] + names[: rep % len(names)]
+        for name in order:
+            results[name].append(measure(name, base, encoder, experience, args))
+            print(f"rep {rep + 1}/{args.reps} {name:<16} {results[name][-1]}", flush=True)
+    info = {
+        "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} cores, "
+        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}",
+    }
+    return results, info
+
+
+def ratios(results: dict[str, list[dict[str, float]]], key: str) -> dict[str, list[float]]:
+    """Per repetition, the strategy's value over naive's value of the same repetition."""
+    return {
+        name: [r[key] / n[key] for r, n in zip(reps, results["naive"], strict=True)]
+        for name, reps in results.items()
+    }
+
+
+def target(name: str, step_ratios: list[float], reps: list[dict[str, float]]) -> str:
+    """For the gradient-mask methods: step time ≤ 1.10× naive and extra state ≤ ~2 bytes/param."""
+    if name not in GRADIENT_MASK:
+        return "—"
+    fast = statistics.median(step_ratios) <= 1.10
+    small = statistics.median(r["plugin_bytes_per_param"] for r in reps) <= 2.0
+    return (
+        "met" if fast and small else "missed"
+    ) + f" (step {'≤' if fast else '>'} 1.10×, state {'≤' if small else '>'} 2 B)"
+
+
+def table(results: dict[str, list[dict[str, float]]], args) -> str:
+    step, peak = ratios(results, "step_s"), ratios(results, "peak_bytes")
+    naive_step = statistics.median(r["step_s"] for r in results["naive"])
+    lines = [
+        "| strategy | step time / naive (median [min–max]) | setup, in naive steps | "
+        "peak memory / naive | peak above model (MiB) | extra state (bytes / trainable param) | "
+        "optimizer state (bytes / trainable param) | targets (gradient-mask methods) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, reps in results.items():
+        s, p = step[name], peak[name]
+        setup = statistics.median(r["setup_s"] for r in reps) / naive_step
+        lines.append(
+            f"| {name} | {statistics.median(s):.2f}× [{min(s):.2f}–{max(s):.2f}] | {setup:.1f} | "
+            f"{statistics.median(p):.2f}× | {statistics.median(r['peak_bytes'] for r in reps) / 2**20:.0f} | "
+            f"{statistics.median(r['plugin_bytes_per_param'] for r in reps):.2f} | "
+            f"{statistics.median(r['optimizer_bytes_per_param'] for r in reps):.2f} | "
+            f"{target(name, s, reps)} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--strategies", type=lambda s: s.split(","), default=list(STRATEGIES))
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--rows", type=int, default=192)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=None, help="write the Markdown table here")
+    args = parser.parse_args()
+    if "naive" not in args.strategies:
+        args.strategies.insert(0, "naive")
+    results, info = run(args)
+    text = table(results, args)
+    print(text)
+    if args.out:
+        command = (
+            f"python benchmarks/selective_overhead.py --reps {args.reps} --steps {args.steps} "
+            f"--rows {args.rows} --batch-size {args.batch_size}"
+        )
+        args.out.write_text(
+            "# Selective strategies: cost against naive\n\n"
+            f"Measured with `{command}` on {info['machine']}; tiny LLaVA, language-model scope, "
+            f"{args.reps} interleaved repetitions of {args.steps} steps.\n\n{text}\n"
+        )
+
+
+if __name__ == "__main__":
+    main()
