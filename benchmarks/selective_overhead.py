@@ -48,6 +48,24 @@ from cltune.strategies.template import Template
 
 STRATEGIES = ("naive", "gmt", "importance-mask", "magnitude-mask", "hft", "spider", "lt-sft", "model-tailor")
 GRADIENT_MASK = ("gmt", "importance-mask", "magnitude-mask", "lt-sft")
+NOTES = """\
+Reading the table:
+
+- *step time* is one training iteration (forward, backward, the plugins' hooks, AdamW step). The
+  mask strategies add one masked fill of the gradients per iteration; HFT's frozen matrices get no
+  gradient and no AdamW state; SPIDER recomputes its update shares for every tensor after each step.
+- *setup* is the experience's work outside the iterations: gmt and importance-mask score the
+  entries with one forward and backward pass over the experience's batches (about one epoch of
+  extra work, once per experience); lt-sft runs a whole first fine-tune; model-tailor collects the
+  layer-input Hessians on calibration batches and solves the OBS compensation at the end.
+- *extra state* counts the tensors the strategy's plugins hold during training, per trainable
+  parameter: the mask strategies keep one bool per entry (1 B) plus the previous experience's mask
+  packed to 1 bit (0.125 B), for the overlap statistics; the importance scores (bf16) exist only
+  while the mask is chosen. SPIDER keeps θ_pre and the running gradient sum (4 + 4 B for fp32
+  weights, against 12 B for three fp32 copies); model-tailor keeps θ_pre (4 B).
+- *peak memory* is the process's peak resident memory while the experience trains, above the
+  resident memory before it. On the tiny model activations dominate it.
+"""
 
 
 def serve_large_blocks_by_mmap() -> None:
@@ -231,7 +249,7 @@ def main() -> None:
         args.out.write_text(
             "# Selective strategies: cost against naive\n\n"
             f"Measured with `{command}` on {info['machine']}; tiny LLaVA, language-model scope, "
-            f"{args.reps} interleaved repetitions of {args.steps} steps.\n\n{text}\n"
+            f"{args.reps} interleaved repetitions of {args.steps} steps.\n\n{text}\n\n{NOTES}"
         )
 
 

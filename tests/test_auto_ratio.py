@@ -1,4 +1,4 @@
-"""ratio="auto": the knee of each tensor's Lorenz curve, checked by hand and by brute force."""
+"""ratio="auto": the effective fraction of entries carrying the importance (Kish), by hand."""
 
 from __future__ import annotations
 
@@ -16,32 +16,29 @@ from cltune.strategies.registry import build_preset
 from cltune.strategies.template import Template
 
 
-def test_fraction_above_each_tensors_mean_by_hand():
-    # [1, 2, 3, 10]: mean 4, one entry above; a constant tensor cannot be ranked and counts in full
-    scores = {"a": torch.tensor([1.0, 2.0, 3.0, 10.0]), "b": torch.tensor([5.0, 5.0])}
-    assert auto_ratio(scores) == pytest.approx((1 + 2) / 6)
+def test_importance_spread_evenly_over_k_entries_gives_k_over_n():
+    assert auto_ratio({"w": torch.tensor([3.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0])}) == pytest.approx(2 / 8)
+    assert auto_ratio({"w": torch.full((5,), 0.7)}) == pytest.approx(1.0)  # flat: nothing stands out
+    assert auto_ratio({"w": torch.zeros(4)}) == 1.0  # no preference at all
 
 
-def test_each_tensor_is_judged_on_its_own_scale():
-    small = torch.tensor([1.0, 1.0, 1.0, 9.0])
-    # pooled, the mean (151.5) would keep one entry of 8; per tensor, one of each four
-    assert auto_ratio({"a": small, "b": 100 * small}) == pytest.approx(2 / 8)
-    assert auto_ratio({"a": small}) == auto_ratio({"a": 7 * small})
+def test_the_ratio_is_kish_effective_sample_size_over_the_whole_scope():
+    # (Σ I)² / (N Σ I²) pooled: (1 + 2 + 1)² / (6 · (1 + 4 + 1)) = 16 / 36
+    scores = {"a": torch.tensor([1.0, 2.0]), "b": torch.tensor([[1.0, 0.0], [0.0, 0.0]])}
+    assert auto_ratio(scores) == pytest.approx(16 / 36)
+    assert auto_ratio({k: 5 * v for k, v in scores.items()}) == pytest.approx(16 / 36)  # scale-free
+    x = torch.distributions.Exponential(1.0).sample((10_000,)) ** 2
+    cv2 = float(x.double().var(correction=0) / x.double().mean() ** 2)
+    assert auto_ratio({"w": x}) == pytest.approx(1 / (1 + cv2), rel=1e-9)  # = 1 / (1 + CV²)
 
 
-def test_the_ratio_is_where_the_lorenz_curve_is_farthest_from_equality():
-    scores = torch.distributions.Exponential(1.0).sample((1000,)) ** 2  # heavy-tailed, no ties
-    ranked = scores.sort(descending=True).values
-    x = torch.arange(1, 1001) / 1000
-    gap = ranked.cumsum(0) / ranked.sum() - x  # L(x) − x at x = k/n
-    assert auto_ratio({"w": scores}) == pytest.approx(float(x[gap.argmax()]), abs=1e-3)
-
-
-def test_empty_or_nan_scores_are_refused():
+def test_empty_nan_or_negative_scores_are_refused():
     with pytest.raises(ValueError, match="at least one importance tensor"):
         auto_ratio({})
     with pytest.raises(ValueError, match="'w' contain NaN"):
         auto_ratio({"w": torch.tensor([1.0, float("nan")])})
+    with pytest.raises(ValueError, match="'w' are negative"):
+        auto_ratio({"w": torch.tensor([1.0, -1.0])})
 
 
 def test_gmt_auto_uses_and_records_the_ratio_of_its_gradient_importance(tiny, default_stream, tmp_path):

@@ -1,18 +1,19 @@
-"""``ratio="auto"``: the mask ratio read off the shape of the importance distribution.
+"""``ratio="auto"``: the mask ratio read off the importance distribution, as its effective support.
 
-Method (the knee of the Lorenz curve). Sort a tensor's n importances in decreasing order and
-let L(x) be the share of the total importance held by the top fraction x of its entries. L is
-concave, L(0) = 0 and L(1) = 1; the gain over spending the same budget uniformly, L(x) − x, is
-largest where the marginal entry's importance equals the mean importance, i.e. at
-x* = |{i : I_i > mean(I)}| / n. Beyond x* every extra entry carries less than its fair share,
-below it every dropped entry carries more. max_x L(x) − x is the Pietra (Hoover) index of
-the distribution (Pietra 1915; the Kolmogorov–Smirnov distance of the Lorenz curve from the
-line of equality), and the rule has no parameter: a flat importance (no entry stands out)
-gives a large ratio, a concentrated one a small ratio.
+Method (Kish's effective sample size). Treat the importances I_1..I_N of all trainable entries
+as weights; the number of entries that effectively carry them is
+N_eff = (Σ I)² / Σ I² (Kish 1965, "Survey Sampling"; the participation ratio / inverse Simpson
+index of the normalised importance), and the ratio is N_eff / N = mean(I)² / mean(I²)
+= 1 / (1 + CV²), CV the coefficient of variation of I. If the importance is spread evenly over
+k entries and zero elsewhere, the ratio is exactly k/N; a flat importance gives 1 (nothing
+stands out, nothing is held back); a concentrated one a small ratio. It is computed over the
+whole scope at once, so the tensors where the task's gradient concentrates decide how small
+the budget is; ``topk_masks`` then spends it at the strategy's granularity. Data-driven and
+parameter-free; it uses only the importance the strategy already computed.
 
-``auto_ratio`` applies it per tensor, so that scale differences between tensors (embeddings vs
-attention) do not decide the budget, and returns the pooled fraction Σ_t |{I > mean(I_t)}| / N,
-which ``topk_masks`` then spends at the strategy's granularity.
+Chosen after a first rule, the knee of each tensor's Lorenz curve (the fraction above the
+tensor's mean), gave ≈ 25% on every task of the default stream and missed the best fixed ratio
+by 20 points of H; see ``reports/SELECTIVE_BENCHMARK.md`` for the sweep.
 """
 
 from __future__ import annotations
@@ -23,19 +24,23 @@ from torch import Tensor
 
 
 def auto_ratio(scores: Mapping[str, Tensor]) -> float:
-    """Σ_t |{i : I_{t,i} > mean(I_t)}| / Σ_t n_t over the tensors t of ``scores``, in (0, 1].
+    """(Σ I)² / (N · Σ I²) over every entry of ``scores`` (non-negative importances), in (0, 1].
 
-    A tensor whose importances are all equal counts in full (no entry can be told apart, so
-    none is dropped); the result is never 0 when ``scores`` is non-empty.
+    All-zero importances carry no preference and give 1.0.
     """
     if not scores:
         raise ValueError("auto_ratio needs at least one importance tensor")
-    above = total = 0
+    total = square = 0.0
+    count = 0
     for name, s in scores.items():
-        flat = s.detach().float().reshape(-1)
+        flat = s.detach().double().reshape(-1)
         if bool(flat.isnan().any()):
             raise ValueError(f"importance scores of {name!r} contain NaN")
-        n_above = int((flat > flat.mean()).sum())
-        above += n_above if n_above else flat.numel()
-        total += flat.numel()
-    return above / total
+        if bool((flat < 0).any()):
+            raise ValueError(f"importance scores of {name!r} are negative; auto_ratio needs I >= 0")
+        total += float(flat.sum())
+        square += float(flat.pow(2).sum())
+        count += flat.numel()
+    if count == 0:
+        raise ValueError("auto_ratio got importance tensors with no entries")
+    return 1.0 if square == 0.0 else total * total / (count * square)
