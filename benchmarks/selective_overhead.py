@@ -48,6 +48,7 @@ from cltune.strategies.template import Template
 
 STRATEGIES = ("naive", "gmt", "importance-mask", "magnitude-mask", "hft", "spider", "lt-sft", "model-tailor")
 GRADIENT_MASK = ("gmt", "importance-mask", "magnitude-mask", "lt-sft")
+KEEP_FROM = "<!-- default-stream results -->"  # a hand-written section after the table survives a rerun
 NOTES = """\
 Reading the table:
 
@@ -246,10 +247,13 @@ def main() -> None:
             f"python benchmarks/selective_overhead.py --reps {args.reps} --steps {args.steps} "
             f"--rows {args.rows} --batch-size {args.batch_size}"
         )
+        kept = args.out.read_text() if args.out.is_file() else ""
+        kept = kept[kept.index(KEEP_FROM) :] if KEEP_FROM in kept else ""
         args.out.write_text(
             "# Selective strategies: cost against naive\n\n"
             f"Measured with `{command}` on {info['machine']}; tiny LLaVA, language-model scope, "
             f"{args.reps} interleaved repetitions of {args.steps} steps.\n\n{text}\n\n{NOTES}"
+            + (f"\n{kept}" if kept else "")
         )
 
 

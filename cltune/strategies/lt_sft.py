@@ -7,6 +7,9 @@ loop, with its own AdamW, and no other plugin), (2) keep the top ``ratio`` entri
 fine-tune again with AdamW confined exactly to the kept entries, so that after the experience
 exactly those entries differ from θ_pre. Training costs twice a fine-tune; extra memory is a
 θ_pre copy during phase 1 and one bool per parameter afterwards.
+
+The default ratio, 0.15, was tuned on the default stream with the tiny model (0.10, 0.15 and 0.25
+tried): the largest fraction that still forgets less than ``naive``, its MFT within 5 points.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ class LotteryTicketPlugin(MaskPlugin):
 
 
 @register("lt-sft")
-def lt_sft(ratio: float = 0.1, granularity: str = "tensor") -> Preset:
+def lt_sft(ratio: float = 0.15, granularity: str = "tensor") -> Preset:
     """Lottery-ticket sparse fine-tuning: full fine-tune, keep the top-ratio |Δθ|, reset, re-tune those."""
     check_mask_options("lt-sft", ratio, granularity, allow_auto=False)
     return Preset(plugins=[LotteryTicketPlugin(float(ratio), granularity)])
