@@ -8,8 +8,9 @@ fine-tune again with AdamW confined exactly to the kept entries, so that after t
 exactly those entries differ from θ_pre. Training costs twice a fine-tune; extra memory is a
 θ_pre copy during phase 1 and one bool per parameter afterwards.
 
-The default ratio, 0.15, was tuned on the default stream with the tiny model (0.10, 0.15 and 0.25
-tried): the largest fraction that still forgets less than ``naive``, its MFT within 5 points.
+The default ratio, 0.15, was tuned on the default stream with the tiny model: at 0.10 the first
+task was barely learned (MFT 54.7 against naive's 74.0), at 0.25 the earlier tasks were forgotten
+as much as by ``naive`` (BWT −72.5); 0.15 forgets less on both counts with MFT 69.3.
 """
 
 from __future__ import annotations
