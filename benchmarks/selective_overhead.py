@@ -42,11 +42,12 @@ from cltune.data.task import Task
 from cltune.models.loading import load_model
 from cltune.strategies.config import TrainConfig
 from cltune.strategies.experience import Experience
-from cltune.strategies.plugin import Plugin
+from cltune.strategies.plugin import TRAINING_HOOKS, Plugin
 from cltune.strategies.registry import build_preset
 from cltune.strategies.template import Template
 
 STRATEGIES = ("naive", "gmt", "importance-mask", "magnitude-mask", "hft", "spider", "lt-sft", "model-tailor")
+ITERATION_HOOKS = TRAINING_HOOKS[TRAINING_HOOKS.index("before_training_iteration") : -2]
 GRADIENT_MASK = ("gmt", "importance-mask", "magnitude-mask", "lt-sft")
 KEEP_FROM = "<!-- default-stream results -->"  # a hand-written section after the table survives a rerun
 NOTES = """\
@@ -55,6 +56,9 @@ Reading the table:
 - *step time* is one training iteration (forward, backward, the plugins' hooks, AdamW step). The
   mask strategies add one masked fill of the gradients per iteration; HFT's frozen matrices get no
   gradient and no AdamW state; SPIDER recomputes its update shares for every tensor after each step.
+- *plugin hooks* is the time spent inside the strategy's own per-iteration hooks, per step, in
+  units of naive's step time: the part of the overhead that does not depend on the noise of a
+  shared machine (it leaves out what a strategy changes inside backward, e.g. HFT's fewer gradients).
 - *setup* is the experience's work outside the iterations: gmt and importance-mask score the
   entries with one forward and backward pass over the experience's batches (about one epoch of
   extra work, once per experience); lt-sft runs a whole first fine-tune; model-tailor collects the
@@ -121,6 +125,19 @@ class Probe(Plugin):
         self.steps: list[float] = []
         self.plugin_bytes = 0
         self.optimizer_bytes = 0
+        self.hook_s = 0.0
+
+    def time_hooks(self, plugin: Plugin) -> None:
+        """Wrap ``plugin``'s per-iteration hooks so that their time adds up in ``hook_s``."""
+        for hook in ITERATION_HOOKS:
+            method = getattr(plugin, hook)
+
+            def timed(strategy, method=method) -> None:
+                started = time.perf_counter()
+                method(strategy)
+                self.hook_s += time.perf_counter() - started
+
+            setattr(plugin, hook, timed)
 
     def before_training_iteration(self, strategy) -> None:
         self._start = time.perf_counter()
@@ -140,6 +157,8 @@ def measure(name: str, base: nn.Module, encoder: Encoder, experience: Experience
     model = preset.prepare(model, "language_model")
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     probe = Probe(preset.plugins, middle=args.steps // 2)
+    for plugin in preset.plugins:
+        probe.time_hooks(plugin)
     config = TrainConfig(batch_size=args.batch_size, max_steps=args.steps, lr=1e-3, weight_decay=0.0)
     template = Template(model, encoder, config, [*preset.plugins, probe], progress=False)
     gc.collect()
@@ -154,6 +173,7 @@ def measure(name: str, base: nn.Module, encoder: Encoder, experience: Experience
     return {
         "step_s": step,
         "setup_s": total - sum(probe.steps),
+        "hook_s": probe.hook_s / len(probe.steps),
         "peak_bytes": peak,
         "plugin_bytes_per_param": probe.plugin_bytes / n_trainable,
         "optimizer_bytes_per_param": probe.optimizer_bytes / n_trainable,
@@ -209,16 +229,19 @@ def table(results: dict[str, list[dict[str, float]]], args) -> str:
     step, peak = ratios(results, "step_s"), ratios(results, "peak_bytes")
     naive_step = statistics.median(r["step_s"] for r in results["naive"])
     lines = [
-        "| strategy | step time / naive (median [min–max]) | setup, in naive steps | "
+        "| strategy | step time / naive (median [min–max]) | plugin hooks, in naive steps | "
+        "setup, in naive steps | "
         "peak memory / naive | peak above model (MiB) | extra state (bytes / trainable param) | "
         "optimizer state (bytes / trainable param) | targets (gradient-mask methods) |",
-        "|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, reps in results.items():
         s, p = step[name], peak[name]
         setup = statistics.median(r["setup_s"] for r in reps) / naive_step
+        hooks = statistics.median(r["hook_s"] for r in reps) / naive_step
         lines.append(
-            f"| {name} | {statistics.median(s):.2f}× [{min(s):.2f}–{max(s):.2f}] | {setup:.1f} | "
+            f"| {name} | {statistics.median(s):.2f}× [{min(s):.2f}–{max(s):.2f}] | {hooks:.3f} | "
+            f"{setup:.1f} | "
             f"{statistics.median(p):.2f}× | {statistics.median(r['peak_bytes'] for r in reps) / 2**20:.0f} | "
             f"{statistics.median(r['plugin_bytes_per_param'] for r in reps):.2f} | "
             f"{statistics.median(r['optimizer_bytes_per_param'] for r in reps):.2f} | "
