@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import json
 
+import numpy as np
 import pytest
 import torch
 from conftest import SMALL_RECIPE
@@ -25,8 +26,8 @@ from cltune.strategies.experience import Experience
 from cltune.strategies.registry import Preset, build_preset, get_factory, register
 from cltune.strategies.template import Template
 
-# LoRA learns slower than full fine-tuning: a higher rate makes the small recipe's adapters answer.
-TRAIN = {"lr": 1e-2, "epochs": 2}
+# LoRA learns slower than full fine-tuning: more, smaller steps make the small recipe's adapters answer.
+TRAIN = {"lr": 5e-3, "epochs": 3, "batch_size": 8}
 
 
 def crashable(name: str) -> str:
@@ -96,26 +97,45 @@ def test_orthogonality_loss_moves_only_the_new_adapter() -> None:
     assert old["q"].grad is None and new["q"].grad.tolist() == [[2.0, 2.0]]  # d(a·b)²/db = 2(a·b)a
 
 
-def test_prototype_router_uses_the_shared_covariance_and_rejects_far_rows() -> None:
+def test_prototype_router_uses_the_shared_covariance() -> None:
     # Both tasks vary along (1, 1) only; "b" is "a" shifted by (1, 0). Pooled covariance
     # C = [[4, 4], [4, 4]], shrunk by 1e-3 · tr(C)/2 = 0.004: variance 8.004 along (1, 1),
     # 0.004 along (1, −1).
     a = torch.tensor([[-2.0, -2.0], [2.0, 2.0]], dtype=torch.float64)
-    router, rejecting = PrototypeRouter(), PrototypeRouter(reject_rate=0.0)
-    for r in (router, rejecting):
-        r.add("a", a)
-        r.add("b", a + torch.tensor([1.0, 0.0]))
-    row = torch.tensor(
-        [[2.6, 2.4]], dtype=torch.float64
-    )  # Euclidean: nearer b's mean (8.32 < 12.52); but it lies on a's line
+    router = PrototypeRouter(reject_rate=None)
+    router.add("a", a)
+    router.add("b", a + torch.tensor([1.0, 0.0], dtype=torch.float64))
+    row = torch.tensor([[2.6, 2.4]], dtype=torch.float64)  # Euclidean: nearer b (8.32 < 12.52)
     along, across = 5.0 / 2**0.5, 0.2 / 2**0.5  # row − μ_a in the (1, 1) and (1, −1) directions
     expected_a = along**2 / 8.004 + across**2 / 0.004
     torch.testing.assert_close(router.distances(row)[0, 0].item(), expected_a, rtol=1e-9, atol=0)
-    assert router.route(row) == ["a"]
-    # a's own rows lie at d² = 8/8.004 ≈ 1; rate 0 keeps up to that: row (d² ≈ 6.6) goes to the base
-    near = torch.tensor([[1.0, 1.05]], dtype=torch.float64)
-    assert rejecting.route(torch.cat([row, near])) == [BASE, "a"]
-    assert router.route(torch.cat([row, near])) == ["a", "a"]
+    assert router.route(row) == ["a"]  # ...but it lies on a's line, where a's rows vary
+
+
+def test_prototype_router_rejects_rows_unlike_every_task() -> None:
+    t = torch.linspace(-2, 2, 10, dtype=torch.float64)[:, None]
+    wobble = 0.05 * (-1) ** torch.arange(10, dtype=torch.float64)[:, None]
+    a = t * torch.tensor([1.0, 1.0]) + wobble * torch.tensor([1.0, -1.0])
+    router = PrototypeRouter(reject_rate=0.0)
+    router.add("a", a)
+    router.add("b", a + torch.tensor([1.0, 0.0]))
+    rows = torch.tensor([[2.6, 2.4], [1.0, 1.05], [20.0, 20.0], [2.0, 1.0]], dtype=torch.float64)
+    assert router.route(rows) == [BASE, "a", BASE, "b"]
+
+
+def test_rejection_thresholds_are_calibrated_out_of_fold() -> None:
+    # Two 16-dim Gaussian tasks with 40 training rows each. A threshold from in-sample distances
+    # rejects 34 % of new rows of the same tasks (asked: 10 %); out of fold it errs on the safe side.
+    generator = torch.Generator().manual_seed(0)
+    scale = torch.linspace(0.5, 2.0, 16)
+    centres = {"a": torch.zeros(16), "b": torch.full((16,), 3.0)}
+    router = PrototypeRouter(reject_rate=0.1)
+    for name, centre in centres.items():
+        router.add(name, centre + scale * torch.randn(40, 16, generator=generator))
+    fresh = torch.cat([c + scale * torch.randn(1000, 16, generator=generator) for c in centres.values()])
+    routes = router.route(fresh)
+    assert routes[:1000].count("b") == 0 and routes[1000:].count("a") == 0
+    assert 0.0 < routes.count(BASE) / len(routes) <= 0.1
 
 
 def test_router_and_adapter_names_refuse_bad_input() -> None:
@@ -131,12 +151,12 @@ def test_router_and_adapter_names_refuse_bad_input() -> None:
 def test_prompt_features_average_one_hidden_layer_over_the_prompt(tiny, default_stream) -> None:
     model, processor = tiny
     task = default_stream.tasks[0]
-    encoder, cpu = Encoder(processor), torch.device("cpu")
-    features = prompt_features(model, encoder, task.test, task.name, 2, cpu, layer=0)
-    row = encoder.encode(task.test, 2, task.name, train=False)
+    rows, encoder, cpu = task.test.select(range(5)), Encoder(processor), torch.device("cpu")
+    features = prompt_features(model, encoder, rows, "five rows", 2, cpu, layer=0)
+    row = encoder.encode(rows, 2, "five rows", train=False)
     with torch.no_grad():
         hidden = model(**row, output_hidden_states=True).hidden_states[0][0]
-    assert features.shape == (len(task.test), hidden.shape[-1])
+    assert features.shape == (5, hidden.shape[-1])
     torch.testing.assert_close(features[2], hidden.mean(dim=0), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="feature layer 9 does not exist: the model gives 5 hidden states"):
         prompt_features(model, encoder, task.test.select(range(1)), task.name, 2, cpu, layer=9)
@@ -146,7 +166,6 @@ def test_prompt_features_average_one_hidden_layer_over_the_prompt(tiny, default_
     ("params", "message"),
     [
         ({"router": "nearest"}, "router must be one of"),
-        ({"reject_rate": 0.1}, "only apply to router='prototype'"),
         ({"router": "prototype", "reject_rate": -0.1}, "lora-isolation: reject_rate must lie in"),
         ({"r": 0}, "r .LoRA rank. must be a positive integer"),
         ({"dropout": 1.0}, r"dropout must lie in \[0, 1\)"),
@@ -248,17 +267,20 @@ def test_saved_adapters_reload_with_plain_peft_and_answer_the_same(oracle_run, d
 def test_prototype_router_reports_accuracy_and_matches_the_oracle(prototype_run, oracle_run) -> None:
     routing = prototype_run.results["extra"]["routing"]
     assert [stage["stage"] for stage in routing] == [1, 2]
+    # stage 1: greater_than_4 has no adapter yet, so its rows (like the general task's) belong to the base
+    assert routing[0]["routes"]["greater_than_4"] == {BASE: 16}
     final = routing[-1]
-    assert final["accuracy"]["parity"] == 100.0 and final["accuracy"]["greater_than_4"] == 100.0
-    assert final["accuracy"]["digit"] == 0.0  # no rejection: every general row goes to some adapter
-    assert sum(final["routes"]["digit"].values()) == 16
+    assert final["accuracy"] == {"parity": 100.0, "greater_than_4": 100.0, "digit": 100.0}
+    assert final["routes"]["digit"] == {BASE: 16}
     # perfectly routed rows run through the same adapters as with the task id: same answers
+    np.testing.assert_array_equal(prototype_run.matrix.values, oracle_run.matrix.values)
     for stage in (1, 2):
         mine = json.loads((prototype_run.run_dir / "predictions" / f"stage-{stage}.json").read_text())
         oracle = json.loads((oracle_run.run_dir / "predictions" / f"stage-{stage}.json").read_text())
-        assert mine["parity"] == oracle["parity"]
+        assert mine == oracle
 
 
+@pytest.mark.slow
 def test_resumed_prototype_run_equals_the_uninterrupted_one(recipe, prototype_run, tmp_path) -> None:
     resumed = crash_and_resume(_spec(recipe, crashable("lora-isolation"), router="prototype"), tmp_path)
     assert (resumed.matrix.values == prototype_run.matrix.values).all()

@@ -37,7 +37,7 @@ def recipe(tmp_path_factory, tiny_cached):
 
 
 def _spec(recipe, strategy: str, **params) -> RunSpec:
-    return RunSpec.from_recipe(recipe, strategy, params=params, lr=1e-2, epochs=2)
+    return RunSpec.from_recipe(recipe, strategy, params=params, lr=1e-2, max_steps=2)
 
 
 @pytest.fixture(scope="module")

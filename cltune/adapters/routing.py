@@ -12,7 +12,10 @@ questions about the same images), so a small but consistent shift between tasks 
 With ``reject_rate = q`` a row whose distance to its nearest prototype exceeds the ``(1 − q)``
 quantile of that task's own training distances goes to the base model instead (Lee et al.'s
 distance-based out-of-distribution rule): about a fraction ``q`` of in-task rows is lost, in exchange
-for rows of tasks never trained (the general tasks) keeping the base model.
+for rows of tasks never trained (the general tasks) keeping the base model. The training distances
+are measured out of fold (:data:`FOLDS`-fold cross-fitting, as in cross-conformal prediction, Vovk
+2015): a model fitted on a row itself puts it too close, which would reject far more than ``q`` of
+new rows when a task has few training rows.
 """
 
 from __future__ import annotations
@@ -25,6 +28,23 @@ import torch
 from cltune.adapters.bank import BASE
 
 SHRINKAGE = 1e-3
+FOLDS = 5
+
+
+def fit_gaussians(tasks: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(means (tasks, dim), Σ⁻¹)``: task means and the shrunk, shared within-task covariance."""
+    means = torch.stack([rows.mean(dim=0) for rows in tasks])
+    centred = torch.cat([rows - mean for rows, mean in zip(tasks, means, strict=True)])
+    covariance = centred.T @ centred / len(centred)
+    dim = covariance.shape[0]
+    ridge = SHRINKAGE * covariance.trace().clamp(min=1e-12) / dim
+    return means, torch.linalg.inv(covariance + ridge * torch.eye(dim, dtype=covariance.dtype))
+
+
+def mahalanobis(features: torch.Tensor, means: torch.Tensor, precision: torch.Tensor) -> torch.Tensor:
+    """``(rows, tasks)`` squared distances ``(f − μ_t)ᵀ Σ⁻¹ (f − μ_t)``."""
+    diff = features[:, None, :] - means[None, :, :]
+    return torch.einsum("rtd,de,rte->rt", diff, precision, diff)
 
 
 class PrototypeRouter:
@@ -45,30 +65,38 @@ class PrototypeRouter:
         self._fitted = None
 
     def _fit(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(means (tasks, dim), precision Σ⁻¹, rejection thresholds (tasks,))``."""
+        """``(means, precision Σ⁻¹, rejection thresholds (tasks,))``, cached until the next add."""
         if self._fitted is None:
             if not self.features:
                 raise RuntimeError("no task prototype yet: routing needs at least one trained task")
-            means = torch.stack([rows.mean(dim=0) for rows in self.features.values()])
-            centred = torch.cat(
-                [rows - mean for rows, mean in zip(self.features.values(), means, strict=True)]
-            )
-            covariance = centred.T @ centred / len(centred)
-            dim = covariance.shape[0]
-            ridge = SHRINKAGE * covariance.trace().clamp(min=1e-12) / dim
-            precision = torch.linalg.inv(covariance + ridge * torch.eye(dim, dtype=covariance.dtype))
-            self._fitted = (means, precision, torch.empty(0))
+            tasks = list(self.features.values())
+            means, precision = fit_gaussians(tasks)
+            thresholds = torch.empty(0)
             if self.reject_rate is not None:
-                own = [self.distances(rows)[:, t] for t, rows in enumerate(self.features.values())]
-                thresholds = torch.stack([torch.quantile(d, 1.0 - self.reject_rate) for d in own])
-                self._fitted = (means, precision, thresholds)
+                thresholds = torch.stack(
+                    [torch.quantile(d, 1.0 - self.reject_rate) for d in self._out_of_fold(tasks)]
+                )
+            self._fitted = (means, precision, thresholds)
         return self._fitted
+
+    @staticmethod
+    def _out_of_fold(tasks: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each task's training distances to its own mean, each row measured by a fit without it."""
+        folds = min(FOLDS, min(len(rows) for rows in tasks))
+        if folds < 2:
+            raise ValueError("rejection needs at least 2 training rows per task; set reject_rate=None")
+        held: list[list[torch.Tensor]] = [[] for _ in tasks]
+        for fold in range(folds):
+            keep = [torch.arange(len(rows)) % folds != fold for rows in tasks]
+            means, precision = fit_gaussians([rows[k] for rows, k in zip(tasks, keep, strict=True)])
+            for t, (rows, k) in enumerate(zip(tasks, keep, strict=True)):
+                held[t].append(mahalanobis(rows[~k], means[t : t + 1], precision)[:, 0])
+        return [torch.cat(parts) for parts in held]
 
     def distances(self, features: torch.Tensor) -> torch.Tensor:
         """``(rows, tasks)`` squared Mahalanobis distances to each prototype, in task order."""
         means, precision, _ = self._fit()
-        diff = features.detach().to("cpu", torch.float64)[:, None, :] - means[None, :, :]
-        return torch.einsum("rtd,de,rte->rt", diff, precision, diff)
+        return mahalanobis(features.detach().to("cpu", torch.float64), means, precision)
 
     def route(self, features: torch.Tensor) -> list[str]:
         """The adapter name for every row (or :data:`~cltune.adapters.bank.BASE` if rejected)."""

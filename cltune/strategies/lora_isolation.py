@@ -179,7 +179,7 @@ class AdapterIsolationPlugin(Plugin):
 @register("lora-isolation")
 def lora_isolation(
     router: str = "oracle",
-    reject_rate: float | None = None,
+    reject_rate: float | None = 0.01,
     feature_layer: int = 0,
     r: int = 8,
     alpha: float = 16.0,
@@ -188,11 +188,13 @@ def lora_isolation(
     scope: str | None = None,
     lora_options: dict[str, Any] | None = None,
 ) -> Preset:
-    """One frozen LoRA adapter per task, chosen per test row by the task id or a prototype router."""
+    """One frozen LoRA adapter per task, chosen per test row by the task id or a prototype router.
+
+    ``reject_rate`` and ``feature_layer`` configure the prototype router (module docstring);
+    ``reject_rate=None`` sends every row to some adapter.
+    """
     if router not in ROUTERS:
         raise ValueError(f"lora-isolation: router must be one of {ROUTERS}, got {router!r}")
-    if router != "prototype" and (reject_rate is not None or feature_layer != 0):
-        raise ValueError("lora-isolation: reject_rate and feature_layer only apply to router='prototype'")
     spec = LoraSpec(r, alpha, dropout, target, scope, dict(lora_options or {}))
     spec.check("lora-isolation")
     bank = AdapterBank()
