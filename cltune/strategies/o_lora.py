@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from torch import Tensor
+
 from cltune.adapters import AdapterBank, orthogonality_loss
 from cltune.strategies.lora_isolation import LoraSpec, bank_prepare, task_name
 from cltune.strategies.plugin import Plugin
@@ -21,8 +23,8 @@ class OrthogonalLoraPlugin(Plugin):
         self.bank = bank
         self.lam = lam
         self.overlap: dict[str, float] = {}  # ‖A_iᵀA_t‖² summed, per task, after its experience
-        self._new: dict = {}
-        self._old: list[dict] = []
+        self._new: dict[str, Tensor] = {}  # the adapter in training: its live A matrices
+        self._old: list[dict[str, Tensor]] = []
 
     def adapt_model(self, strategy) -> None:
         name = task_name(strategy)
