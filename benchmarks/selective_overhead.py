@@ -4,9 +4,11 @@ For each repetition every strategy trains one experience (the first default-stre
 rows, ``--steps`` AdamW updates of ``--batch-size``) on a fresh copy of the pre-trained tiny model;
 the strategies' order rotates between repetitions. Per strategy it reports
 
-- step time: the median time of a training iteration (forward, backward, the plugins' hooks,
-  optimizer step), after ``--warmup`` iterations, as a ratio to ``naive`` of the same repetition;
-- setup: the experience's time outside the iterations (importance pre-pass, LT-SFT's first
+- step time: the median CPU time of the process per training iteration (forward, backward, the
+  plugins' hooks, optimizer step; ``--threads`` torch threads), after ``--warmup`` iterations, as
+  a ratio to ``naive`` of the same repetition (the wall-clock ratio beside it), and the CPU time
+  spent in the strategy's own per-iteration hooks;
+- setup: the experience's CPU time outside the iterations (importance pre-pass, LT-SFT's first
   fine-tune, Model Tailor's patch), in units of naive's step time;
 - peak memory: the peak resident memory while training the experience, above the resident
   memory before it (the loaded model), as a ratio to ``naive``'s. Linux only: the peak is reset
@@ -53,9 +55,11 @@ KEEP_FROM = "<!-- default-stream results -->"  # a hand-written section after th
 NOTES = """\
 Reading the table:
 
-- *step time* is one training iteration (forward, backward, the plugins' hooks, AdamW step). The
-  mask strategies add one masked fill of the gradients per iteration; HFT's frozen matrices get no
-  gradient and no AdamW state; SPIDER recomputes its update shares for every tensor after each step.
+- *step time* is one training iteration (forward, backward, the plugins' hooks, AdamW step),
+  measured as the process's CPU time, steadier than wall-clock time on a shared machine (the
+  wall-clock ratio is shown beside it). The mask strategies add one masked fill of the gradients
+  per iteration; HFT's frozen matrices get no gradient and no AdamW state; SPIDER recomputes its
+  update shares for every tensor after each step.
 - *plugin hooks* is the time spent inside the strategy's own per-iteration hooks, per step, in
   units of naive's step time: the part of the overhead that does not depend on the noise of a
   shared machine (it leaves out what a strategy changes inside backward, e.g. HFT's fewer gradients).
@@ -122,7 +126,8 @@ class Probe(Plugin):
     def __init__(self, plugins: list[Plugin], middle: int) -> None:
         self.plugins = plugins
         self.middle = middle
-        self.steps: list[float] = []
+        self.steps: list[float] = []  # CPU time of the process per iteration
+        self.wall_steps: list[float] = []
         self.plugin_bytes = 0
         self.optimizer_bytes = 0
         self.hook_s = 0.0
@@ -133,17 +138,18 @@ class Probe(Plugin):
             method = getattr(plugin, hook)
 
             def timed(strategy, method=method) -> None:
-                started = time.perf_counter()
+                started = time.process_time()
                 method(strategy)
-                self.hook_s += time.perf_counter() - started
+                self.hook_s += time.process_time() - started
 
             setattr(plugin, hook, timed)
 
     def before_training_iteration(self, strategy) -> None:
-        self._start = time.perf_counter()
+        self._start, self._wall = time.process_time(), time.perf_counter()
 
     def after_training_iteration(self, strategy) -> None:
-        self.steps.append(time.perf_counter() - self._start)
+        self.steps.append(time.process_time() - self._start)
+        self.wall_steps.append(time.perf_counter() - self._wall)
         if len(self.steps) == self.middle:
             params = {p.untyped_storage().data_ptr() for p in strategy.model.parameters()}
             self.plugin_bytes = held_bytes(self.plugins, params)
@@ -164,14 +170,15 @@ def measure(name: str, base: nn.Module, encoder: Encoder, experience: Experience
     gc.collect()
     before = rss_bytes()
     reset_peak()
-    started = time.perf_counter()
+    started = time.process_time()
     template.train(experience)
-    total = time.perf_counter() - started
+    total = time.process_time() - started
     peak = rss_bytes("VmHWM") - before
     step = statistics.median(probe.steps[args.warmup :])
     del template, model, preset
     return {
         "step_s": step,
+        "wall_step_s": statistics.median(probe.wall_steps[args.warmup :]),
         "setup_s": total - sum(probe.steps),
         "hook_s": probe.hook_s / len(probe.steps),
         "peak_bytes": peak,
@@ -182,6 +189,7 @@ def measure(name: str, base: nn.Module, encoder: Encoder, experience: Experience
 
 def run(args) -> tuple[dict[str, list[dict[str, float]]], dict[str, Any]]:
     serve_large_blocks_by_mmap()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     stream = load_stream("default")
     base, processor = load_model("tiny", pretrain_tasks=stream.general, seed=stream.seed)
@@ -226,21 +234,27 @@ def target(name: str, step_ratios: list[float], reps: list[dict[str, float]]) ->
 
 
 def table(results: dict[str, list[dict[str, float]]], args) -> str:
-    step, peak = ratios(results, "step_s"), ratios(results, "peak_bytes")
+    step, peak, wall = (
+        ratios(results, "step_s"),
+        ratios(results, "peak_bytes"),
+        ratios(results, "wall_step_s"),
+    )
     naive_step = statistics.median(r["step_s"] for r in results["naive"])
     lines = [
-        "| strategy | step time / naive (median [min–max]) | plugin hooks, in naive steps | "
+        "| strategy | step CPU time / naive (median [min–max]) | step wall time / naive | "
+        "plugin hooks, in naive steps | "
         "setup, in naive steps | "
         "peak memory / naive | peak above model (MiB) | extra state (bytes / trainable param) | "
         "optimizer state (bytes / trainable param) | targets (gradient-mask methods) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, reps in results.items():
         s, p = step[name], peak[name]
         setup = statistics.median(r["setup_s"] for r in reps) / naive_step
         hooks = statistics.median(r["hook_s"] for r in reps) / naive_step
         lines.append(
-            f"| {name} | {statistics.median(s):.2f}× [{min(s):.2f}–{max(s):.2f}] | {hooks:.3f} | "
+            f"| {name} | {statistics.median(s):.2f}× [{min(s):.2f}–{max(s):.2f}] | "
+            f"{statistics.median(wall[name]):.2f}× | {hooks:.3f} | "
             f"{setup:.1f} | "
             f"{statistics.median(p):.2f}× | {statistics.median(r['peak_bytes'] for r in reps) / 2**20:.0f} | "
             f"{statistics.median(r['plugin_bytes_per_param'] for r in reps):.2f} | "
@@ -256,6 +270,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: steadiest)")
     parser.add_argument("--rows", type=int, default=192)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--out", type=Path, default=None, help="write the Markdown table here")
@@ -268,7 +283,7 @@ def main() -> None:
     if args.out:
         command = (
             f"python benchmarks/selective_overhead.py --reps {args.reps} --steps {args.steps} "
-            f"--rows {args.rows} --batch-size {args.batch_size}"
+            f"--rows {args.rows} --batch-size {args.batch_size} --threads {args.threads}"
         )
         kept = args.out.read_text() if args.out.is_file() else ""
         kept = kept[kept.index(KEEP_FROM) :] if KEEP_FROM in kept else ""
