@@ -63,6 +63,8 @@ def lora_merge_run(recipe, tmp_path_factory):
         ("lora-merge", {"merge_rank": 0}, "merge_rank must be a positive integer"),
         ("lora-merge", {"lora_options": {"use_dora": True}}, "DoRA"),
         ("lora-merge", {"r": -2}, "r .LoRA rank. must be a positive integer"),
+        ("lora-merge", {"space": "weights"}, "space must be 'delta' .exact ΔW. or 'factors'"),
+        ("lora-merge", {"space": "factors", "merge_rank": 4}, "merge_rank applies to space='delta'"),
     ],
 )
 def test_merge_strategies_refuse_bad_options(name, params, message) -> None:

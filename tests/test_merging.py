@@ -19,6 +19,7 @@ from cltune.merging import (
     magnitude_prune_merge,
     merge_lora_adapters,
     merge_lora_deltas,
+    merge_lora_factors,
     merge_state_dicts,
     task_arithmetic_merge,
     task_vector,
@@ -130,9 +131,7 @@ def test_dare_is_reproducible_from_a_seed_and_a_generator() -> None:
     deltas = [torch.randn(50), torch.randn(50)]
     first = dare_ties_merge(deltas, None, density=0.5, rng=7)
     assert torch.equal(first, dare_ties_merge(deltas, None, density=0.5, rng=7))
-    from_generator = dare_ties_merge(
-        deltas, None, density=0.5, rng=torch.Generator().manual_seed(7)
-    )
+    from_generator = dare_ties_merge(deltas, None, density=0.5, rng=torch.Generator().manual_seed(7))
     assert torch.equal(first, from_generator)
     assert not torch.equal(first, dare_ties_merge(deltas, None, density=0.5, rng=8))
 
@@ -407,9 +406,7 @@ def test_truncated_merge_equals_peft_svd_combination(peft_pair) -> None:
         a = merged.state_dict[f"base_model.model.{module}.lora_A.weight"]
         b = merged.state_dict[f"base_model.model.{module}.lora_B.weight"]
         assert torch.linalg.matrix_rank(b @ a).item() == 2
-        torch.testing.assert_close(
-            b @ a, peft_delta(model, module, "peft_svd"), rtol=1e-5, atol=1e-5
-        )
+        torch.testing.assert_close(b @ a, peft_delta(model, module, "peft_svd"), rtol=1e-5, atol=1e-5)
 
 
 def test_lora_merge_with_ties_matches_ties_on_the_exact_deltas(peft_pair) -> None:
@@ -419,3 +416,84 @@ def test_lora_merge_with_ties_matches_ties_on_the_exact_deltas(peft_pair) -> Non
     for module, delta in merged.items():
         expected = merge_utils.ties([d[module] for d in exact], torch.ones(2), 0.5)
         assert_same(delta, expected)
+
+
+# --- LoRA factor-space merging (LoraHub / PEFT add_weighted_adapter) --------------------------
+
+
+@pytest.fixture
+def equal_rank_pair():
+    """Adapters 'one' (r=3, α=6) and 'two' (r=3, α=3 but 12 on lin1), random A and B."""
+    torch.manual_seed(1)
+    one = LoraConfig(r=3, lora_alpha=6, target_modules=["lin0", "lin1"], init_lora_weights=False)
+    two = LoraConfig(
+        r=3,
+        lora_alpha=3,
+        alpha_pattern={"lin1": 12},
+        target_modules=["lin0", "lin1"],
+        init_lora_weights=False,
+    )
+    model = get_peft_model(TwoLayers(), one, adapter_name="one")
+    model.add_adapter("two", two)
+    states = [get_peft_model_state_dict(model, adapter_name=name) for name in ("one", "two")]
+    return model, states, [one, two]
+
+
+def test_factor_merge_by_hand_is_the_product_of_merged_factors() -> None:
+    config = LoraConfig(r=1, lora_alpha=1, target_modules=["m"])
+    a1, b1 = torch.tensor([[1.0, 2.0]]), torch.tensor([[3.0]])
+    a2, b2 = torch.tensor([[0.0, 1.0]]), torch.tensor([[1.0]])
+    states = [{"m.lora_A.weight": a1, "m.lora_B.weight": b1}, {"m.lora_A.weight": a2, "m.lora_B.weight": b2}]
+    merged = merge_lora_factors(states, [config, config], weights=[4.0, 1.0])
+    # √4 = 2 on each factor of the first adapter: A = 2·[1, 2] + [0, 1], B = 2·3 + 1
+    assert_same(merged.state_dict["m.lora_A.weight"], torch.tensor([[2.0, 5.0]]))
+    assert_same(merged.state_dict["m.lora_B.weight"], torch.tensor([[7.0]]))
+    assert merged.config.r == 1 and merged.config.lora_alpha == 1.0  # scaling 1
+
+
+@pytest.mark.parametrize(
+    ("method", "combination", "params"),
+    [
+        ("task_arithmetic", "linear", {}),
+        ("ties", "ties", {"density": 0.5}),
+        ("magnitude_prune", "magnitude_prune", {"density": 0.5}),
+    ],
+)
+def test_factor_merge_equals_peft_add_weighted_adapter(equal_rank_pair, method, combination, params) -> None:
+    model, states, configs = equal_rank_pair
+    weights = [0.7, -1.3]
+    merged = merge_lora_factors(states, configs, method, weights, **params)
+    model.add_weighted_adapter(["one", "two"], weights, "peft", combination, **params)
+    model.add_adapter("ours", merged.config)
+    set_peft_model_state_dict(model, merged.state_dict, adapter_name="ours")
+    for module in ("lin0", "lin1"):
+        layer = getattr(model.base_model.model, module)
+        assert_same(layer.lora_A["ours"].weight, layer.lora_A["peft"].weight)
+        assert_same(layer.lora_B["ours"].weight, layer.lora_B["peft"].weight)
+        assert_same(peft_delta(model, module, "ours"), peft_delta(model, module, "peft"))
+
+
+def test_factor_merge_refuses_mixed_ranks_and_nothing_to_merge(peft_pair) -> None:
+    _, states, configs = peft_pair  # ranks 2 and 3
+    with pytest.raises(ValueError, match=r"one rank, got ranks \[2, 3\].*merge_lora_adapters"):
+        merge_lora_factors(states, configs)
+    with pytest.raises(ValueError, match="at least one adapter; train a task"):
+        merge_lora_factors([], [])
+    # the exact ΔW merge takes the same adapters
+    assert set(merge_lora_adapters(states, configs, rank=5).state_dict) == {
+        f"base_model.model.lin{i}.lora_{f}.weight" for i in (0, 1) for f in "AB"
+    }
+
+
+@pytest.mark.parametrize("density", [0.0, -0.2, 1.5])
+@pytest.mark.parametrize("method", ["ties", "dare_linear", "dare_ties", "magnitude_prune"])
+def test_density_outside_the_unit_interval_is_refused(method, density) -> None:
+    with pytest.raises(ValueError, match=r"density.*\(0, 1\]"):
+        get_merge_method(method)(TIES_DELTAS, None, density=density)
+
+
+def test_merging_nothing_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least one"):
+        merge_state_dicts([])
+    with pytest.raises(ValueError, match="at least one"):
+        ties_merge([], None, density=0.5)

@@ -12,6 +12,7 @@ from cltune.merging.lora import (
     merge_lora_adapters,
     merge_lora_deltas,
 )
+from cltune.merging.lora_factors import merge_lora_factors
 from cltune.merging.magnitude_prune import magnitude_prune_merge
 from cltune.merging.registry import (
     MERGE_METHODS,
@@ -38,6 +39,7 @@ __all__ = [
     "magnitude_prune_merge",
     "merge_lora_adapters",
     "merge_lora_deltas",
+    "merge_lora_factors",
     "merge_state_dicts",
     "task_arithmetic_merge",
     "task_vector",

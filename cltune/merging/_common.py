@@ -36,9 +36,12 @@ def weight_column(weights: Sequence[float] | None, stacked: Tensor, default: flo
 
 
 def check_density(density: float) -> None:
-    """Refuse a fraction of entries to keep outside ``[0, 1]``."""
-    if not 0.0 <= density <= 1.0:
-        raise ValueError(f"density must lie in [0, 1], got {density}")
+    """Refuse a fraction of entries to keep outside ``(0, 1]`` (0 would keep nothing)."""
+    if not 0.0 < density <= 1.0:
+        raise ValueError(
+            f"density is the fraction of entries kept and must lie in (0, 1], got {density}; "
+            "use e.g. 0.2 to keep the largest 20%"
+        )
 
 
 def as_generator(rng: torch.Generator | int | None, device: torch.device) -> torch.Generator | None:

@@ -19,8 +19,6 @@ def drop_and_rescale(delta: Tensor, density: float, rng: torch.Generator | int |
     (``None``: torch's global RNG). ``density = 1`` returns ``delta`` and draws nothing.
     """
     check_density(density)
-    if density == 0.0:
-        raise ValueError("DARE needs density > 0 (drop rate p < 1) to rescale by 1/(1-p)")
     if density == 1.0:
         return delta
     generator = as_generator(rng, delta.device)

@@ -38,7 +38,7 @@ class MergedLora(NamedTuple):
     config: LoraConfig
 
 
-def _module_name(module_key: str) -> str:
+def module_name(module_key: str) -> str:
     """The module's name in the base model, as PEFT's target/pattern matching sees it."""
     return module_key.removeprefix(_PEFT_PREFIX)
 
@@ -47,7 +47,7 @@ def lora_scaling(config: LoraConfig, module_key: str, rank: int) -> float:
     """PEFT's ``s = α / r`` (rsLoRA: ``α / √r``), ``α`` from ``alpha_pattern`` if one matches."""
     from peft.utils.other import get_pattern_key
 
-    name = _module_name(module_key)
+    name = module_name(module_key)
     patterns = config.alpha_pattern or {}
     alpha = patterns.get(get_pattern_key(patterns.keys(), name), config.lora_alpha)
     return alpha / math.sqrt(rank) if config.use_rslora else alpha / rank
@@ -171,7 +171,7 @@ def merge_lora_adapters(
         r=rank,
         lora_alpha=alpha,
         use_rslora=use_rslora,
-        target_modules=sorted(_module_name(module) for module in merged),
+        target_modules=sorted(module_name(module) for module in merged),
         rank_pattern={},
         alpha_pattern={},
         layers_to_transform=None,

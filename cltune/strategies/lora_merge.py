@@ -6,8 +6,11 @@ The merge is exact in ΔW: each adapter's ``ΔW_t = s_t B_t A_t`` is merged by t
 adapter of rank ``merge_rank`` (:func:`cltune.merging.merge_lora_adapters`). ``merge_rank=None``
 keeps every singular value (rank ``min(out, in)`` of the largest layer), so the evaluated model is
 exactly base + merged ΔW; a smaller rank gives its best rank-``merge_rank`` approximation
-(Eckart–Young) at a fraction of the memory. Task adapters are saved under ``<run dir>/adapters/<task>``
-and the merged one under ``<run dir>/adapters/merged-<stage>``, both in PEFT's format.
+(Eckart–Young) at a fraction of the memory. ``space="factors"`` merges the ``A`` and ``B`` factors
+separately instead (LoraHub; PEFT's ``add_weighted_adapter`` linear/ties/dare;
+:func:`cltune.merging.merge_lora_factors`): same rank as the task adapters, not exact in ΔW.
+Task adapters are saved under ``<run dir>/adapters/<task>`` and the merged one under
+``<run dir>/adapters/merged-<stage>``, both in PEFT's format.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
 from cltune.adapters import AdapterBank, lora_layers
-from cltune.merging import merge_lora_adapters
+from cltune.merging import merge_lora_adapters, merge_lora_factors
 from cltune.strategies.lora_isolation import LoraSpec, bank_prepare, task_name
 from cltune.strategies.plugin import Plugin
 from cltune.strategies.registry import Preset, register
@@ -28,10 +31,11 @@ from cltune.strategies.task_vector_merge import MergeSpec
 class LoraMergePlugin(Plugin):
     """Train each task's adapter alone from the base; after it, evaluate the merge of all of them."""
 
-    def __init__(self, bank: AdapterBank, spec: MergeSpec, merge_rank: int | None):
+    def __init__(self, bank: AdapterBank, spec: MergeSpec, merge_rank: int | None, space: str):
         self.bank = bank
         self.spec = spec
         self.merge_rank = merge_rank
+        self.space = space
         self.merged: dict[str, Any] | None = None  # name, config and weights of the merged adapter
 
     def adapt_model(self, strategy) -> None:
@@ -42,17 +46,17 @@ class LoraMergePlugin(Plugin):
     def after_training_exp(self, strategy) -> None:
         model = self.bank.peft_model
         names = self.bank.names
-        rank = self.merge_rank or max(
-            min(layer.in_features, layer.out_features) for layer in lora_layers(model)
-        )
-        merged = merge_lora_adapters(
-            [get_peft_model_state_dict(model, adapter_name=name) for name in names],
-            [model.peft_config[name] for name in names],
-            rank,
-            self.spec.method,
-            self.spec.weights_for(len(names)),
-            **self.spec.method_options(strategy.config.seed, len(names)),
-        )
+        states = [get_peft_model_state_dict(model, adapter_name=name) for name in names]
+        configs = [model.peft_config[name] for name in names]
+        weights = self.spec.weights_for(len(names))
+        options = self.spec.method_options(strategy.config.seed, len(names))
+        if self.space == "factors":
+            merged = merge_lora_factors(states, configs, self.spec.method, weights, **options)
+        else:
+            rank = self.merge_rank or max(
+                min(layer.in_features, layer.out_features) for layer in lora_layers(model)
+            )
+            merged = merge_lora_adapters(states, configs, rank, self.spec.method, weights, **options)
         previous = self.merged
         self.merged = {"name": f"merged-{len(names)}", "config": merged.config, "state": merged.state_dict}
         self._install()
@@ -88,6 +92,7 @@ def lora_merge(
     density: float | None = None,
     merge_options: dict[str, Any] | None = None,
     merge_rank: int | None = None,
+    space: str = "delta",
     r: int = 8,
     alpha: float = 16.0,
     dropout: float = 0.0,
@@ -107,6 +112,12 @@ def lora_merge(
         raise ValueError(
             f"lora-merge: merge_rank must be a positive integer or None (exact), got {merge_rank!r}"
         )
+    if space not in ("delta", "factors"):
+        raise ValueError(f"lora-merge: space must be 'delta' (exact ΔW) or 'factors', got {space!r}")
+    if space == "factors" and merge_rank is not None:
+        raise ValueError(
+            "lora-merge: merge_rank applies to space='delta'; a factor-space merge keeps the adapters' rank"
+        )
     lora = LoraSpec(r, alpha, dropout, target, scope, dict(lora_options or {}))
     lora.check("lora-merge")
     if lora.options.get("use_dora"):
@@ -114,4 +125,4 @@ def lora_merge(
             "lora-merge: DoRA adapters are not a plain low-rank ΔW and cannot be merged; drop use_dora"
         )
     bank = AdapterBank()
-    return Preset(plugins=[LoraMergePlugin(bank, spec, merge_rank)], prepare=bank_prepare(bank, lora))
+    return Preset(plugins=[LoraMergePlugin(bank, spec, merge_rank, space)], prepare=bank_prepare(bank, lora))
