@@ -12,6 +12,8 @@ from torch import nn
 BUILTIN_MODELS = {
     "tiny": "a real LlavaForConditionalGeneration (CLIP + Llama, ~0.9M parameters), pre-trained "
     "by cltune on the stream's general tasks on first use and cached",
+    "smol": "SmolLM2-135M-Instruct + ImageNet EfficientNet-Lite0 + a projector (~140M parameters), "
+    "assembled from PyPI packages; the projector is aligned once on a caption mixture and cached",
 }
 CACHE_ENV = "CLTUNE_CACHE"
 
@@ -35,13 +37,20 @@ def load_model(
     """Return ``(model, processor)`` for a built-in name, a local folder or a Hub id.
 
     ``pretrain_tasks`` are the general tasks the built-in ``tiny`` model is pre-trained on
-    (the default stream's if None); hub and local models ignore them.
+    (the default stream's if None); ``smol`` (aligned on a fixed caption mixture), hub and local
+    models ignore them.
     """
     if name_or_path == "tiny":
         from cltune.models.tiny import load_tiny
 
         return load_tiny(pretrain_tasks, seed=seed)
+    if name_or_path == "smol":
+        from cltune.models.smol.align import load_smol
+
+        return load_smol(seed=seed)
     from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    import cltune.models.smol  # noqa: F401  (registers smol's classes, so saved smol folders load)
 
     if _looks_local(name_or_path):
         path = Path(name_or_path).expanduser()

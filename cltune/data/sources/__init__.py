@@ -34,4 +34,13 @@ def get_source(name: str) -> SourceFn:
 
 
 def _load_builtin_sources() -> None:
-    from cltune.data.sources import cifar10, digits, easyvqa, hf, llava_json, mnist  # noqa: F401
+    from cltune.data.sources import (  # noqa: F401
+        captions,
+        cifar10,
+        digits,
+        easyvqa,
+        hf,
+        llava_json,
+        lm_facts,
+        mnist,
+    )

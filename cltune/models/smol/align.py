@@ -1,0 +1,122 @@
+"""Align ``smol``'s projector once on a general caption mixture, and cache the result.
+
+Stage 1 of LLaVA (Liu et al., "Visual Instruction Tuning", NeurIPS 2023): the vision tower and the
+language model stay frozen, only the projector learns, with the LM's next-token loss on caption
+answers. The mixture is fixed (captions of scikit-learn digits, CIFAR-10 train images and easy-VQA
+train images, see :mod:`cltune.data.sources.captions`), so every stream shares one aligned model,
+cached under ``$CLTUNE_CACHE/smol-<key>`` with the key hashing :data:`ALIGN` and the seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import LlavaProcessor
+
+from cltune.data.encode import Encoder, collate
+from cltune.models.loading import cache_dir
+from cltune.models.smol.modeling import CltuneSmolForConditionalGeneration
+
+ALIGN = {"version": 1, "train_size": 1500, "steps": 200, "batch_size": 8, "lr": 1e-3, "warmup": 20}
+
+
+def cache_key(seed: int) -> str:
+    from cltune.models.smol.build import CHAT_TEMPLATE, GRID, IMAGE_SIZE
+    from cltune.models.smol.parts import LM_FILE
+
+    spec = {
+        "align": ALIGN,
+        "seed": seed,
+        "lm": LM_FILE,
+        "grid": GRID,
+        "size": IMAGE_SIZE,
+        "chat": CHAT_TEMPLATE,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def align_projector(
+    model: CltuneSmolForConditionalGeneration, processor: LlavaProcessor, seed: int, steps: int | None = None
+) -> list[float]:
+    """Train the projector alone on the caption mixture (AdamW, linear warm-up, cosine decay).
+
+    Returns the per-step losses.
+    """
+    from cltune.data.sources.captions import captions
+
+    steps = steps or ALIGN["steps"]
+    data = captions("train", ALIGN["train_size"], seed)
+    encoder = Encoder(processor, "smol")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    projector = model.model.multi_modal_projector
+    for p in projector.parameters():
+        p.requires_grad_(True)
+    optimizer = torch.optim.AdamW(projector.parameters(), lr=ALIGN["lr"], weight_decay=0.0)
+    warmup = ALIGN["warmup"]
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + torch.cos(torch.tensor(s / steps * 3.1416)).item()),
+    )
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    losses = []
+    progress = tqdm(range(steps), desc="aligning smol's projector", unit="step")
+    for _ in progress:
+        pick = torch.randint(len(data), (ALIGN["batch_size"],), generator=generator).tolist()
+        loss = model(**collate([encoder.encode(data, i, "align", True) for i in pick], encoder.pad_id)).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(projector.parameters(), 1.0)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return losses
+
+
+def build_and_cache(folder: Path, seed: int) -> None:
+    from cltune.models.smol.build import assemble
+
+    start = time.perf_counter()
+    model, processor = assemble(cache_dir(), seed)
+    losses = align_projector(model, processor, seed)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        (tmp / "alignment.json").write_text(
+            json.dumps(
+                {"align": ALIGN, "seed": seed, "losses": losses, "seconds": time.perf_counter() - start}
+            )
+        )
+        if folder.exists():  # another process finished first: keep its copy
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    print(f"aligned smol model cached in {folder} ({time.perf_counter() - start:.0f} s)")
+
+
+def load_smol(seed: int = 0) -> tuple[CltuneSmolForConditionalGeneration, LlavaProcessor]:
+    """The aligned ``smol`` model and its processor (aligned and cached on first use)."""
+    folder = cache_dir() / f"smol-{cache_key(seed)}"
+    if not (folder / "config.json").is_file():
+        build_and_cache(folder, seed)
+    model = CltuneSmolForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
+    processor = LlavaProcessor.from_pretrained(folder)
+    model.eval()
+    return model, processor
