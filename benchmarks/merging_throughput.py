@@ -108,7 +108,8 @@ def main() -> None:
             "# Merging throughput",
             f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
             f"threads, torch {torch.__version__}. Command: `python benchmarks/merging_throughput.py "
-            f"--tasks {args.tasks} --params {args.params} --repeats {args.repeats} --methods {args.methods}`.",
+            f"--tasks {args.tasks} --params {args.params} --repeats {args.repeats} "
+            f"--methods {args.methods}`.",
             __doc__.split("\n\n", 1)[1].rsplit("\n\nRun by hand", 1)[0],
             table(results),
         ]
