@@ -191,8 +191,9 @@ def _print_comparison(run_dirs: list[Path]) -> None:
 
 def command_run(args: argparse.Namespace) -> int:
     from cltune.data.recipe import build_stream, read_recipe
-    from cltune.experiment import RunSpec, run_experiment
-    from cltune.strategies.registry import get_factory
+    from cltune.experiment import WRITABLE_FIX, RunSpec, run_experiment
+    from cltune.strategies.registry import build_preset, get_factory
+    from cltune.utils import ensure_writable_dir
 
     recipe = read_recipe(args.recipe)
     train_options = _parse_settings(args.train)
@@ -214,9 +215,12 @@ def command_run(args: argparse.Namespace) -> int:
         for seed in seeds
         for name in strategies
     ]
+    for spec in specs:  # strategy parameters out of range: an error before any work
+        build_preset(spec.strategy, **spec.strategy_params)
     recipe = specs[0].recipe
     started = time.perf_counter()
     analyses = _analyses(args)
+    ensure_writable_dir(args.out, "the output folder", WRITABLE_FIX)
     stream = build_stream(recipe)
     print(f"stream {stream.name!r}: tasks {stream.task_names}, general {stream.general_names}")
     zero_shot: dict = {}
@@ -291,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     }[args.command]
     try:
         return handler(args)
-    except (ValueError, FileNotFoundError, OSError) as err:
+    except (ValueError, OSError, FloatingPointError) as err:  # FloatingPointError: a NaN/inf loss
         print(f"cltune: error: {err}", file=sys.stderr)
         return 2
 

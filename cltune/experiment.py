@@ -4,13 +4,16 @@ A run directory holds ``config.json`` (what was asked), ``results.json`` (the ac
 far, summary metrics, timings, versions), ``events.jsonl``, ``predictions/stage-N.json`` and
 ``checkpoint/`` (the trained parameters and plugin state after the last finished stage). Every
 file is written atomically; a run started again on the same directory continues after its last
-finished experience and refuses to continue a different configuration.
+finished experience and refuses to continue a different configuration. Inputs (strategy
+parameters, data, model) are checked before anything is written, so a bad input leaves no
+half-started run directory behind.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import platform
 import shutil
 import time
@@ -19,9 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from cltune.analysis import cl_metrics
+from cltune.analysis.runs import read_config, read_results
 from cltune.data.encode import Encoder
 from cltune.data.recipe import build_stream, read_recipe
 from cltune.data.task import Stream
@@ -32,9 +37,16 @@ from cltune.strategies.config import TrainConfig
 from cltune.strategies.experience import Experience
 from cltune.strategies.registry import build_preset
 from cltune.strategies.template import Template
-from cltune.utils import atomic_write_bytes, atomic_write_json
+from cltune.utils import (
+    atomic_write_bytes,
+    atomic_write_json,
+    ensure_writable_dir,
+    remove_stale_temporaries,
+)
 
 RESULTS_SCHEMA = "cltune.results/1"
+DETERMINISTIC_ENV = "CLTUNE_DETERMINISTIC"
+WRITABLE_FIX = "choose a writable --out folder (or fix its permissions and free space)"
 
 
 @dataclass
@@ -125,6 +137,40 @@ def _versions() -> dict[str, str]:
     }
 
 
+def use_deterministic_algorithms() -> bool:
+    """Turn on PyTorch's deterministic algorithms when ``$CLTUNE_DETERMINISTIC`` is ``1``.
+
+    On a GPU some kernels (atomic adds in backward passes, cuBLAS reductions) may otherwise give
+    different low bits from run to run; ops without a deterministic implementation then warn.
+    Returns whether deterministic algorithms are on (they may also be on from the caller's code).
+    """
+    if os.environ.get(DETERMINISTIC_ENV) == "1":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    return torch.are_deterministic_algorithms_enabled()
+
+
+def _runtime(device: torch.device) -> dict[str, Any]:
+    """Where the run computed and whether its results are bitwise reproducible there."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    if device.type == "cpu":
+        note = "CPU: the same recipe and seed give identical results on this machine"
+    elif deterministic:
+        note = "GPU with deterministic algorithms: reproducible up to ops that warned"
+    else:
+        note = (
+            "GPU without deterministic algorithms: some kernels may change the low bits of a step, "
+            f"so matrices can differ slightly between runs; set {DETERMINISTIC_ENV}=1 for reproducible runs"
+        )
+    return {
+        "device": str(device),
+        "deterministic_algorithms": deterministic,
+        "threads": torch.get_num_threads(),
+        "note": note,
+    }
+
+
 class RunDirectory:
     """Reads and writes the files of one run directory."""
 
@@ -139,36 +185,55 @@ class RunDirectory:
         with open(self.path / "events.jsonl", "a") as f:
             f.write(json.dumps({"time": time.time(), "event": event, **fields}) + "\n")
 
-    def start(self, config: dict[str, Any]) -> dict[str, Any] | None:
-        """Create the directory or check it matches ``config``; returns earlier results if any."""
-        config_path = self.path / "config.json"
-        if config_path.is_file():
-            old = json.loads(config_path.read_text())
-            differences = _diff(old, json.loads(json.dumps(config)))
-            if differences:
-                raise RunConfigMismatch(
-                    f"run directory {self.path} was started with another configuration:\n"
-                    + "\n".join(differences)
-                    + "\nuse another --out folder, or delete the directory to start over"
-                )
-            if self.results_path.is_file():
-                return json.loads(self.results_path.read_text())
+    def previous(self, config: dict[str, Any]) -> dict[str, Any] | None:
+        """Earlier results of this run directory, if any; reads only.
+
+        Raises :class:`RunConfigMismatch` if the directory was started with another configuration,
+        and a :class:`cltune.analysis.RunDirectoryError` naming the file and field if its
+        ``config.json`` or ``results.json`` is damaged.
+        """
+        if not (self.path / "config.json").is_file():
             return None
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise OSError(f"cannot create run directory {self.path}: {err}; choose a writable --out") from err
-        atomic_write_json(config_path, config)
-        return None
+        differences = _diff(read_config(self.path), json.loads(json.dumps(config)))
+        if differences:
+            raise RunConfigMismatch(
+                f"run directory {self.path} was started with another configuration:\n"
+                + "\n".join(differences)
+                + "\nuse another --out folder, or delete the directory to start over"
+            )
+        return read_results(self.path) if self.results_path.is_file() else None
+
+    def start(self, config: dict[str, Any]) -> None:
+        """Create the directory (or tidy the one a killed run left) and record ``config``.
+
+        A killed run may have left temporary files of atomic writes and a torn last line in
+        ``events.jsonl``; both are removed, and an event says so.
+        """
+        ensure_writable_dir(self.path, "the run directory", WRITABLE_FIX)
+        repaired = [str(p.relative_to(self.path)) for p in remove_stale_temporaries(self.path)]
+        if self._drop_torn_event():
+            repaired.append("events.jsonl (torn last line)")
+        if not (self.path / "config.json").is_file():
+            atomic_write_json(self.path / "config.json", config)
+        if repaired:
+            self.log("repaired", removed=repaired)
+
+    def _drop_torn_event(self) -> bool:
+        """Cut a last line of ``events.jsonl`` that has no newline (a kill mid-append)."""
+        path = self.path / "events.jsonl"
+        data = path.read_bytes() if path.is_file() else b""
+        if not data or data.endswith(b"\n"):
+            return False
+        atomic_write_bytes(path, data[: data.rfind(b"\n") + 1])
+        return True
 
     def save_checkpoint(self, stage: int, params: dict[str, torch.Tensor], plugin_states: list) -> None:
-        """Trained parameters and plugin state after ``stage``, replacing the previous checkpoint."""
+        """Trained parameters and plugin state after ``stage``; ``stage.json``, written last, marks
+        the checkpoint whole."""
         folder = self.path / f"checkpoint-{stage}"
-        folder.mkdir(parents=True, exist_ok=True)
         tensors = {n: p.detach().to("cpu").clone().contiguous() for n, p in params.items()}
+        atomic_write_bytes(folder / "params.safetensors", safetensors_bytes(tensors))
         buffer = io.BytesIO()
-        save_file(tensors, str(folder / "params.safetensors.tmp"))
-        (folder / "params.safetensors.tmp").replace(folder / "params.safetensors")
         torch.save(plugin_states, buffer)
         atomic_write_bytes(folder / "plugins.pt", buffer.getvalue())
         atomic_write_json(folder / "stage.json", {"stage": stage})
@@ -225,19 +290,23 @@ def run_experiment(
     """
     run = RunDirectory(Path(out) / spec.run_name())
     config = spec.to_dict()
-    previous = run.start(config)
+    previous = run.previous(config)
     if previous and previous.get("finished"):
         matrix = AccuracyMatrix.from_dict(previous["matrix"])
         return RunResult(run.path, matrix, previous["summary"], previous)
-    run.log("start", resume=previous is not None)
-    stream = stream or build_stream(spec.recipe)
+    # Every input is checked before the run directory records anything.
     preset = build_preset(spec.strategy, **spec.strategy_params)
+    stream = stream or build_stream(spec.recipe)
+    ensure_writable_dir(out, "the output folder", WRITABLE_FIX)
     experiences = _experiences(stream, preset.joint)
     eval_tasks = [*stream.tasks, *stream.general]
+    use_deterministic_algorithms()
 
     started = time.perf_counter()
     model, processor = load_model(spec.model, pretrain_tasks=stream.general, seed=stream.seed)
     encoder = Encoder(processor, spec.model)
+    run.start(config)
+    run.log("start", resume=previous is not None)
     timings = previous["timings"] if previous else {"load_model_s": 0.0, "stages": []}
     timings["load_model_s"] += time.perf_counter() - started
 
@@ -277,6 +346,7 @@ def run_experiment(
             plugin.load_state_dict(state)
         _load_params(strategy.model, params)
         strategy.touched.update(params)
+        run.drop_checkpoints_except(finished)  # a kill may have interrupted the last clean-up
         run.log("resumed", after_stage=finished)
 
     def write_results(done: bool) -> dict[str, Any]:
@@ -298,6 +368,7 @@ def run_experiment(
             "summary": cl_metrics(matrix) if done else {},
             "timings": timings,
             "versions": _versions(),
+            "runtime": _runtime(strategy.device),
             "extra": strategy.extra_results,
         }
         atomic_write_json(run.results_path, results)
@@ -338,8 +409,8 @@ def load_trained_model(run_dir: str | Path) -> tuple[torch.nn.Module, Any, Strea
     ``(model, processor, stream)``; the model is on the CPU in eval mode.
     """
     run = RunDirectory(Path(run_dir))
-    config = json.loads((run.path / "config.json").read_text())
-    results = json.loads(run.results_path.read_text())
+    config = read_config(run.path)
+    results = read_results(run.path)
     spec = RunSpec(
         recipe=config["stream"],
         strategy=config["strategy"],

@@ -1,4 +1,4 @@
-"""Small helpers shared across cltune: error messages, atomic writes, seeding."""
+"""Small helpers shared across cltune: error messages, atomic writes, seeding, the fault hook."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import difflib
 import json
 import os
 import random
+import signal
 import tempfile
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -28,13 +30,62 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            view, half = memoryview(data), len(data) // 2
+            f.write(view[:half])
+            f.flush()
+            fault_point(f"write:{path.name}")  # a kill here leaves a half-written temporary file
+            f.write(view[half:])
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that :func:`atomic_write_bytes` left under ``folder`` when its
+    process was killed mid-write; returns what was removed."""
+    stale = [p for p in Path(folder).rglob(".*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def ensure_writable_dir(path: str | os.PathLike, what: str, fix: str) -> Path:
+    """Create the folder ``path`` and check that a file can be written in it; an OSError that
+    names ``what`` it is and the ``fix`` otherwise."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise OSError(f"cannot write to {what} {str(path)!r}: {err.strerror or err}; {fix}") from err
+    return path
+
+
+FAULT_ENV = "CLTUNE_FAULT"
+_fault_hits: Counter[str] = Counter()
+
+
+def fault_point(name: str) -> None:
+    """Testing hook: the process SIGKILLs itself the N-th time it reaches point ``name`` when
+    ``$CLTUNE_FAULT`` is ``name@N`` (or ``name`` for the first time).
+
+    Points: ``pretrain`` (each pre-training step of the tiny model), every template hook
+    (``after_update``, ``after_eval_exp``, ...) and ``write:<file name>`` (half-way through an
+    atomic write). Used by the kill-and-resume tests; unset, it costs one dictionary lookup.
+    """
+    wanted = os.environ.get(FAULT_ENV)
+    if not wanted:
+        return
+    point, _, nth = wanted.partition("@")
+    if point != name:
+        return
+    _fault_hits[name] += 1
+    if _fault_hits[name] == int(nth or 1):
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _umask() -> int:

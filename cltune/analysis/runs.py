@@ -26,8 +26,31 @@ from cltune.matrix import AccuracyMatrix
 # training side, so the value is repeated here and a test checks that both agree).
 RESULTS_SCHEMA = "cltune.results/1"
 ANALYSIS_DIR = "analysis"
-_CONFIG_KEYS = {"stream": dict, "strategy": str, "model": str, "train": dict}
-_RESULTS_KEYS = {"stream": str, "strategy": str, "seed": int, "finished": bool, "matrix": dict}
+# The fields each file must have, as dotted paths, and their types (the files' schema).
+CONFIG_SCHEMA: dict[str, type] = {
+    "stream": dict,
+    "stream.name": str,
+    "stream.tasks": list,
+    "strategy": str,
+    "model": str,
+    "train": dict,
+    "train.seed": int,
+}
+RESULTS_FIELDS: dict[str, type] = {
+    "stream": str,
+    "strategy": str,
+    "model": str,
+    "seed": int,
+    "finished": bool,
+    "matrix": dict,
+    "matrix.values": list,
+    "matrix.tasks": list,
+    "matrix.general": list,
+    "matrix.stages": list,
+    "summary": dict,
+    "timings": dict,
+}
+_FIX = "restore the file, or delete the run directory and run it again"
 
 
 class RunDirectoryError(ValueError):
@@ -52,31 +75,76 @@ def _read_json(path: Path, run: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RunDirectoryError(
-            f"run {run}: {path.name} is damaged (not valid JSON: {err}); delete the run directory "
-            "and run it again"
-        ) from err
+        raise RunDirectoryError(f"run {run}: {path.name} is damaged (not valid JSON: {err}); {_FIX}") from err
     if not isinstance(data, dict):
-        raise RunDirectoryError(f"run {run}: {path.name} is damaged (a JSON object was expected)")
+        raise RunDirectoryError(f"run {run}: {path.name} is damaged (a JSON object was expected); {_FIX}")
     return data
 
 
-def _check_keys(data: dict[str, Any], expected: dict[str, type], file: str, run: Path) -> None:
-    for key, kind in expected.items():
-        if key not in data:
-            raise RunDirectoryError(f"run {run}: {file} is damaged (no {key!r} field)")
-        if not isinstance(data[key], kind) or (kind is int and isinstance(data[key], bool)):
+def _check_schema(data: dict[str, Any], schema: dict[str, type], file: str, run: Path) -> None:
+    """Raise :class:`RunDirectoryError` naming the file and the first field that is missing or of
+    the wrong type (fields are dotted paths into nested objects)."""
+    for field, kind in schema.items():
+        parent, _, key = field.rpartition(".")
+        holder = data
+        for part in parent.split(".") if parent else []:
+            holder = holder[part]  # the parent was checked first: it is a dict
+        if key not in holder:
+            raise RunDirectoryError(f"run {run}: {file} is damaged (no {field!r} field); {_FIX}")
+        value = holder[key]
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise RunDirectoryError(
-                f"run {run}: {file} is damaged ({key!r} should be of type {kind.__name__}, "
-                f"got {type(data[key]).__name__})"
+                f"run {run}: {file} is damaged ({field!r} should be of type {kind.__name__}, "
+                f"got {type(value).__name__}); {_FIX}"
             )
+
+
+def read_config(run: str | Path) -> dict[str, Any]:
+    """``config.json`` of a run directory, checked against :data:`CONFIG_SCHEMA`."""
+    run = Path(run)
+    config = _read_json(run / "config.json", run)
+    _check_schema(config, CONFIG_SCHEMA, "config.json", run)
+    return config
+
+
+def read_results(run: str | Path) -> dict[str, Any]:
+    """``results.json`` of a run directory, checked against its schema (:data:`RESULTS_SCHEMA`
+    and :data:`RESULTS_FIELDS`) and its accuracy matrix against its labels."""
+    run = Path(run)
+    results = _read_json(run / "results.json", run)
+    if results.get("schema") != RESULTS_SCHEMA:
+        raise RunDirectoryError(
+            f"run {run}: results.json has schema {results.get('schema')!r}, expected {RESULTS_SCHEMA!r}; "
+            "it was written by another version of cltune or is damaged"
+        )
+    _check_schema(results, RESULTS_FIELDS, "results.json", run)
+    _matrix(results, run)
+    return results
+
+
+def read_events(run: str | Path) -> list[dict[str, Any]]:
+    """The events of ``events.jsonl``; a torn last line (a process killed mid-append) is skipped,
+    a damaged line anywhere else is a :class:`RunDirectoryError`."""
+    path = Path(run) / "events.jsonl"
+    lines = path.read_text().splitlines() if path.is_file() else []
+    events = []
+    for n, line in enumerate(lines):
+        try:
+            events.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if n == len(lines) - 1:
+                break
+            raise RunDirectoryError(f"run {run}: events.jsonl line {n + 1} is damaged ({err})") from err
+    return events
 
 
 def _matrix(results: dict[str, Any], run: Path) -> AccuracyMatrix:
     try:
         matrix = AccuracyMatrix.from_dict(results["matrix"])
     except (KeyError, TypeError, ValueError) as err:
-        raise RunDirectoryError(f"run {run}: results.json has a damaged accuracy matrix ({err!r})") from err
+        raise RunDirectoryError(
+            f"run {run}: results.json has a damaged accuracy matrix ({err!r}); {_FIX}"
+        ) from err
     values = matrix.values[~np.isnan(matrix.values)]
     if values.size and (values.min() < 0 or values.max() > 100):
         raise RunDirectoryError(
@@ -176,15 +244,8 @@ def load_run(path: str | Path) -> Run:
         raise RunDirectoryError(f"run {run}: the directory does not exist")
     if not run.is_dir():
         raise RunDirectoryError(f"run {run}: not a directory (give a run directory written by `cltune run`)")
-    config = _read_json(run / "config.json", run)
-    _check_keys(config, _CONFIG_KEYS, "config.json", run)
-    results = _read_json(run / "results.json", run)
-    if results.get("schema") != RESULTS_SCHEMA:
-        raise RunDirectoryError(
-            f"run {run}: results.json has schema {results.get('schema')!r}, expected {RESULTS_SCHEMA!r}; "
-            "it was written by another version of cltune or is damaged"
-        )
-    _check_keys(results, _RESULTS_KEYS, "results.json", run)
+    config = read_config(run)
+    results = read_results(run)
     if results["strategy"] != config["strategy"] or results["stream"] != config["stream"].get("name"):
         raise RunDirectoryError(
             f"run {run}: results.json (stream {results['stream']!r}, strategy {results['strategy']!r}) "

@@ -40,7 +40,8 @@ class Encoder:
         if not template:
             raise ChatTemplateMissing(
                 f"{model_name} has no chat template, so prompts cannot be built; use an instruction-"
-                "tuned checkpoint or set processor.chat_template (a Jinja template) before running"
+                "tuned checkpoint, put a chat_template.jinja file (a Jinja template) in the model "
+                "folder, or set processor.chat_template in Python before running"
             )
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)

@@ -69,7 +69,10 @@ def read_recipe(recipe: str | Path | None) -> dict[str, Any]:
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
-        raise ValueError(f"{path}: malformed TOML: {err}") from err
+        raise ValueError(
+            f"{path}: malformed TOML: {err}; fix the syntax at that line (key = value, [table], "
+            "[[tasks]]; strings in quotes)"
+        ) from err
     _check_keys(data, TOP_KEYS, f"{path}")
     defaults = data.get("defaults", {})
     _check_keys(defaults, set(SIZE_KEYS) | {"metric"}, f"{path} [defaults]")
@@ -132,12 +135,15 @@ def build_task(spec: dict[str, Any], stream_seed: int) -> Task:
     """Load the train and test splits of one resolved task spec."""
     source = get_source(spec["source"])
     options = {k: v for k, v in spec.items() if k not in TASK_KEYS}
-    splits = {
-        split: source(
-            split, spec.get(f"{split}_size"), derive_seed(stream_seed, spec["name"], split), **options
-        )
-        for split in ("train", "test")
-    }
+    splits = {}
+    for split in ("train", "test"):
+        seed = derive_seed(stream_seed, spec["name"], split)
+        try:
+            splits[split] = source(split, spec.get(f"{split}_size"), seed, **options)
+        except (ValueError, FileNotFoundError) as err:
+            if type(err) not in (ValueError, FileNotFoundError):
+                raise
+            raise type(err)(f"task {spec['name']!r} ({split} split): {err}") from err
     return Task(name=spec["name"], train=splits["train"], test=splits["test"], metric=spec["metric"])
 
 

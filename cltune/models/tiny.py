@@ -23,6 +23,7 @@ from cltune.data.encode import Encoder, collate
 from cltune.data.task import Task
 from cltune.models.loading import cache_dir
 from cltune.models.tiny_build import build_processor, build_random_model, build_tokenizer
+from cltune.utils import fault_point
 
 PRETRAIN = {"version": 1, "steps": 500, "batch_size": 32, "lr": 2e-3, "warmup": 50}
 
@@ -66,6 +67,7 @@ def pretrain(model: torch.nn.Module, encoder: Encoder, tasks: list[Task], seed: 
     model.train()
     progress = tqdm(range(steps), desc="pre-training tiny model", unit="step")
     for _ in progress:
+        fault_point("pretrain")
         pick = torch.randint(len(rows), (PRETRAIN["batch_size"],), generator=generator).tolist()
         features = [encoder.encode(rows[j][0].train, rows[j][1], rows[j][0].name, True) for j in pick]
         loss = model(**collate(features, encoder.pad_id)).loss

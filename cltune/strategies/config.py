@@ -36,8 +36,22 @@ class TrainConfig:
                 raise ValueError(f"training option {name} must be a positive integer, got {value!r}")
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
             raise ValueError(f"training option max_steps must be a positive integer, got {self.max_steps!r}")
+        for name in ("lr", "weight_decay", "max_grad_norm"):
+            value = getattr(self, name)
+            if not (value is None and name == "max_grad_norm") and not _is_number(value):
+                raise ValueError(f"training option {name} must be a number, got {value!r}")
         if not self.lr > 0:
             raise ValueError(f"training option lr must be positive, got {self.lr!r}")
+        if self.weight_decay < 0 or (self.max_grad_norm is not None and self.max_grad_norm <= 0):
+            raise ValueError(
+                "training options weight_decay must be >= 0 and max_grad_norm > 0 (or None), got "
+                f"{self.weight_decay!r} and {self.max_grad_norm!r}"
+            )
+        for name in ("scope", "device"):
+            if not isinstance(getattr(self, name), str):
+                raise ValueError(f"training option {name} must be a string, got {getattr(self, name)!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"training option seed must be an integer, got {self.seed!r}")
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> TrainConfig:
@@ -56,3 +70,7 @@ class TrainConfig:
         if self.device == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
         return self.device
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -92,7 +92,26 @@ def build_preset(name: str, **params: Any) -> Preset:
     """The preset of strategy ``name`` with ``params`` (unknown parameters are an error)."""
     factory = get_factory(name)
     defaults = strategy_defaults(name)
-    for key in params:
+    annotations = {p.name: p.annotation for p in inspect.signature(factory).parameters.values()}
+    for key, value in params.items():
         if key not in defaults:
             raise unknown_name_error(f"parameter of strategy {name!r}:", key, defaults)
+        _check_type(name, key, value, annotations[key])
     return factory(**params)
+
+
+_SIMPLE_TYPES = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,), "None": (type(None),)}
+
+
+def _check_type(strategy: str, key: str, value: Any, annotation: Any) -> None:
+    """A parameter annotated with simple types (``int``, ``float | str``, ``int | None``) must have
+    one of them (an int may stand for a float, a bool only for a bool); others are left to the
+    strategy."""
+    names = [part.strip() for part in str(annotation).split("|")]
+    if not all(n in _SIMPLE_TYPES for n in names):
+        return
+    allowed = tuple(kind for n in names for kind in _SIMPLE_TYPES[n])
+    if not isinstance(value, allowed) or (isinstance(value, bool) and "bool" not in names):
+        raise ValueError(
+            f"parameter {key} of strategy {strategy!r} must be of type {' | '.join(names)}, got {value!r}"
+        )

@@ -21,7 +21,7 @@ from cltune.data.task import Task
 from cltune.strategies.config import TrainConfig
 from cltune.strategies.experience import Experience
 from cltune.strategies.plugin import Plugin
-from cltune.utils import derive_seed, seed_everything
+from cltune.utils import derive_seed, fault_point, seed_everything
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -61,6 +61,7 @@ class Template:
         self.run_dir: Path | None = None  # the run directory, where plugins may save artefacts
 
     def call(self, hook: str) -> None:
+        fault_point(hook)
         for plugin in self.plugins:
             getattr(plugin, hook)(self)
 

@@ -53,7 +53,7 @@ def subset_rows(rows: np.ndarray, size: int | None, seed: int, what: str) -> np.
     if size is not None and size > len(rows):
         raise ValueError(
             f"{what}: asked for {size} samples but only {len(rows)} exist; "
-            f"lower the size to at most {len(rows)}"
+            f"lower the size (the recipe's train_size or test_size) to at most {len(rows)}"
         )
     chosen = np.random.default_rng(seed).permutation(len(rows))[:size]
     return np.asarray(rows)[np.sort(chosen)]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+from PIL import Image
 
 from cltune.data.sources import register_source
 from cltune.data.sources._common import subset_rows
@@ -58,6 +59,17 @@ def _record_examples(record: dict, where: str, image_root: Path) -> list[dict]:
     return examples
 
 
+def check_image(path: str) -> None:
+    """Raise a ValueError naming ``path`` unless it holds a whole, readable image."""
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ValueError(
+            f"image {path!r} is not a readable image ({err}); replace the file or remove its record"
+        ) from err
+
+
 def read_llava_json(path: str | Path, image_folder: str | Path | None = None) -> list[dict]:
     """All question/answer examples of a LLaVA JSON (or JSON-lines) file, validated."""
     path = Path(path)
@@ -95,6 +107,8 @@ def llava_json(
     examples = read_llava_json(train_file if split == "train" else test_file, image_folder)
     rows = subset_rows(np.arange(len(examples)), size, seed, f"llava_json/{split}")
     chosen = [examples[i] for i in rows]
+    for image in dict.fromkeys(e["image"] for e in chosen if e["image"]):
+        check_image(image)
     columns = {key: [e[key] for e in chosen] for key in ("question", "answer")}
     features = {"question": datasets.Value("string"), "answer": datasets.Value("string")}
     if any(e["image"] for e in chosen):
