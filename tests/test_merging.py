@@ -292,21 +292,19 @@ class TwoLayers(nn.Module):
 def peft_pair():
     """A PEFT model with adapters 'one' (r=2, α=4, rsLoRA: s=4/√2) and 'two' (r=3, α=3 but 6 on
     lin1 through alpha_pattern), both with random (non-zero) A and B."""
-    torch.manual_seed(0)
     one = LoraConfig(
-        r=2,
-        lora_alpha=4,
-        use_rslora=True,
-        target_modules=["lin0", "lin1"],
-        init_lora_weights=False,
+        r=2, lora_alpha=4, use_rslora=True, target_modules=["lin0", "lin1"], init_lora_weights=False
     )
     two = LoraConfig(
-        r=3,
-        lora_alpha=3,
-        alpha_pattern={"lin1": 6},
-        target_modules=["lin0", "lin1"],
-        init_lora_weights=False,
+        r=3, lora_alpha=3, alpha_pattern={"lin1": 6}, target_modules=["lin0", "lin1"], init_lora_weights=False
     )
+    return two_adapters(one, two, seed=0)
+
+
+def two_adapters(one: LoraConfig, two: LoraConfig, seed: int):
+    """A PEFT model of :class:`TwoLayers` with adapters 'one' and 'two' (random A and B), their state
+    dicts and configs."""
+    torch.manual_seed(seed)
     model = get_peft_model(TwoLayers(), one, adapter_name="one")
     model.add_adapter("two", two)
     states = [get_peft_model_state_dict(model, adapter_name=name) for name in ("one", "two")]
@@ -424,7 +422,6 @@ def test_lora_merge_with_ties_matches_ties_on_the_exact_deltas(peft_pair) -> Non
 @pytest.fixture
 def equal_rank_pair():
     """Adapters 'one' (r=3, α=6) and 'two' (r=3, α=3 but 12 on lin1), random A and B."""
-    torch.manual_seed(1)
     one = LoraConfig(r=3, lora_alpha=6, target_modules=["lin0", "lin1"], init_lora_weights=False)
     two = LoraConfig(
         r=3,
@@ -433,10 +430,7 @@ def equal_rank_pair():
         target_modules=["lin0", "lin1"],
         init_lora_weights=False,
     )
-    model = get_peft_model(TwoLayers(), one, adapter_name="one")
-    model.add_adapter("two", two)
-    states = [get_peft_model_state_dict(model, adapter_name=name) for name in ("one", "two")]
-    return model, states, [one, two]
+    return two_adapters(one, two, seed=1)
 
 
 def test_factor_merge_by_hand_is_the_product_of_merged_factors() -> None:

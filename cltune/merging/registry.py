@@ -15,6 +15,7 @@ from cltune.merging.task_arithmetic import task_arithmetic_merge
 from cltune.merging.ties import ties_merge
 from cltune.merging.tsv import tsv_merge
 from cltune.merging.wise_ft import wise_ft_merge
+from cltune.utils import unknown_name_error
 
 MergeMethod = Callable[..., Tensor]
 """``merge(deltas: Sequence[Tensor], weights: Sequence[float] | None, **params) -> Tensor``."""
@@ -32,11 +33,9 @@ MERGE_METHODS: dict[str, MergeMethod] = {
 
 def get_merge_method(name: str) -> MergeMethod:
     """The merge function registered under ``name``; ValueError listing the known names if none."""
-    try:
-        return MERGE_METHODS[name]
-    except KeyError:
-        known = ", ".join(sorted(MERGE_METHODS))
-        raise ValueError(f"unknown merge method {name!r}; known methods: {known}") from None
+    if name not in MERGE_METHODS:
+        raise unknown_name_error("merge method", name, MERGE_METHODS)
+    return MERGE_METHODS[name]
 
 
 def merge_state_dicts(

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from cltune.utils import unknown_name_error
+
 from .drift import drift
 from .fisher import fisher
 from .gradient import accumulate_, gradient
@@ -36,11 +38,9 @@ IMPORTANCE_MEASURES: dict[str, Callable] = {
 
 def get_importance(name: str) -> Callable:
     """The measure registered as ``name``; ValueError naming the known ones otherwise."""
-    try:
-        return IMPORTANCE_MEASURES[name]
-    except KeyError:
-        known = ", ".join(sorted(IMPORTANCE_MEASURES))
-        raise ValueError(f"unknown importance measure {name!r}; known: {known}") from None
+    if name not in IMPORTANCE_MEASURES:
+        raise unknown_name_error("importance measure", name, IMPORTANCE_MEASURES)
+    return IMPORTANCE_MEASURES[name]
 
 
 __all__ = [
