@@ -56,6 +56,8 @@ def ensure_writable_dir(path: str | os.PathLike, what: str, fix: str) -> Path:
     """Create the folder ``path`` and check that a file can be written in it; an OSError that
     names ``what`` it is and the ``fix`` otherwise."""
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OSError(f"cannot write to {what} {str(path)!r}: it is a file, not a folder; {fix}")
     try:
         path.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=path):

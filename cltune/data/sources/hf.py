@@ -14,7 +14,10 @@ from cltune.data.sources._common import subset_rows
 def _load_split(path: str, name: str | None, split: str) -> datasets.Dataset:
     local = Path(path)
     if local.exists():
-        loaded = datasets.load_from_disk(str(local))
+        try:
+            loaded = datasets.load_from_disk(str(local))
+        except IndexError as err:  # datasets cannot read back a saved dataset of zero rows
+            raise ValueError(f"hf dataset {path!r} is empty (no rows to load); give it rows") from err
         if isinstance(loaded, datasets.DatasetDict):
             if split not in loaded:
                 raise ValueError(f"{path} has splits {list(loaded)}, not {split!r}; set split names")
