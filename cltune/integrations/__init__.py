@@ -1,0 +1,1 @@
+"""Bridges between cltune and other continual-learning toolkits (Avalanche)."""
