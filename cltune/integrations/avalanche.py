@@ -152,6 +152,7 @@ class HuggingFaceNaive(Naive):
 
     def __init__(
         self,
+        *,
         model: nn.Module,
         config: TrainConfig,
         plugins: Sequence[SupervisedPlugin] = (),
@@ -262,7 +263,7 @@ def run_naive(stream: Stream, model: nn.Module, encoder: Encoder, config: TrainC
     as cltune's ``naive`` does; returns the accuracy matrix of :class:`GenerationEvaluation`."""
     set_trainable(model, config.scope)
     evaluation = GenerationEvaluation(stream, encoder, config)
-    strategy = HuggingFaceNaive(model, config, plugins=[evaluation])
+    strategy = HuggingFaceNaive(model=model, config=config, plugins=[evaluation])
     for experience in to_avalanche(stream, encoder).train_stream:
         strategy.train(experience, eval_streams=[])
     return evaluation.matrix
