@@ -1,0 +1,49 @@
+"""Weights & Biases logger: one W&B run per cltune run, its files in ``<run_dir>/wandb``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from cltune.loggers.base import RunLogger, require
+
+
+class WandbLogger(RunLogger):
+    """Logs ``train/loss`` against ``train/step``, ``accuracy/<task>`` against ``stage``, and the
+    summary metrics into the run's W&B summary; the run's configuration is the W&B config.
+
+    The W&B run is named after the run directory, in project ``$WANDB_PROJECT`` (default
+    ``cltune``). Without a W&B account set ``WANDB_MODE=offline``: the run is kept in
+    ``<run_dir>/wandb/offline-run-*`` and ``wandb sync`` uploads it later.
+    """
+
+    name = "wandb"
+
+    def __init__(self, run_dir: str | Path, config: Mapping[str, Any] | None = None):
+        super().__init__(run_dir, config)
+        wandb = require("wandb", self.name, "wandb")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", "cltune"),
+            name=self.run_dir.name,
+            dir=str(self.run_dir),
+            config=self.config,
+        )
+        self.run.define_metric("train/step")
+        self.run.define_metric("train/*", step_metric="train/step")
+        self.run.define_metric("stage")
+        self.run.define_metric("accuracy/*", step_metric="stage")
+
+    def write_loss(self, step: int, experience: int, loss: float) -> None:
+        self.run.log({"train/step": step, "train/experience": experience, "train/loss": loss})
+
+    def write_scores(self, stage: int, scores: dict[str, float]) -> None:
+        self.run.log({"stage": stage, **{f"accuracy/{task}": score for task, score in scores.items()}})
+
+    def write_summary(self, metrics: dict[str, float]) -> None:
+        self.run.summary.update(metrics)
+
+    def close(self) -> None:
+        self.run.finish()
