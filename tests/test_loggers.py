@@ -183,3 +183,18 @@ def test_missing_package_is_an_error_naming_the_install(monkeypatch, tmp_path, n
     monkeypatch.setitem(sys.modules, module, None)  # how Python marks a module that cannot be imported
     with pytest.raises(MissingLoggerPackage, match=f"the '{name}' logger needs .*`{install}`"):
         build_loggers(["csv", name], tmp_path)
+
+
+def test_wandb_without_an_api_key_falls_back_to_offline_and_says_so(monkeypatch, tmp_path, capsys) -> None:
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    for name in ("HOME", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "home"))  # no netrc, no stored key
+    monkeypatch.setenv("NETRC", str(tmp_path / "home" / ".netrc"))
+    (logger,) = build_loggers(["wandb"], tmp_path / "run")
+    logger.log_scores(0, {"task": 50.0})
+    logger.close()
+    assert "logging offline to" in capsys.readouterr().err
+    (path,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
+    history = [r.history for r in read_wandb_records(path) if r.HasField("history")]
+    assert [{_key(i): json.loads(i.value_json) for i in h.item}["accuracy/task"] for h in history] == [50.0]

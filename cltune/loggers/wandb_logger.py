@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,8 @@ class WandbLogger(RunLogger):
     summary metrics into the run's W&B summary; the run's configuration is the W&B config.
 
     The W&B run is named after the run directory, in project ``$WANDB_PROJECT`` (default
-    ``cltune``). Without a W&B account set ``WANDB_MODE=offline``: the run is kept in
-    ``<run_dir>/wandb/offline-run-*`` and ``wandb sync`` uploads it later.
+    ``cltune``). With ``WANDB_MODE=offline``, or when W&B has no API key (a printed fallback),
+    the run is kept in ``<run_dir>/wandb/offline-run-*`` and ``wandb sync`` uploads it later.
     """
 
     name = "wandb"
@@ -25,12 +26,21 @@ class WandbLogger(RunLogger):
         super().__init__(run_dir, config)
         wandb = require("wandb", self.name, "wandb")
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(
-            project=os.environ.get("WANDB_PROJECT", "cltune"),
-            name=self.run_dir.name,
-            dir=str(self.run_dir),
-            config=self.config,
-        )
+        options = {
+            "project": os.environ.get("WANDB_PROJECT", "cltune"),
+            "name": self.run_dir.name,
+            "dir": str(self.run_dir),
+            "config": self.config,
+        }
+        try:
+            self.run = wandb.init(**options)
+        except wandb.errors.UsageError as err:  # no API key: keep the run on disk instead
+            print(
+                f"cltune: W&B could not log online ({err}); logging offline to {self.run_dir / 'wandb'} "
+                "instead: `wandb sync` uploads it later (set WANDB_MODE=offline to silence this)",
+                file=sys.stderr,
+            )
+            self.run = wandb.init(mode="offline", **options)
         self.run.define_metric("train/step")
         self.run.define_metric("train/*", step_metric="train/step")
         self.run.define_metric("stage")
