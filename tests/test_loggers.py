@@ -8,6 +8,7 @@ import csv
 import json
 import struct
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,7 @@ def logged_run(tmp_path_factory, tiny_cached):
     return run_dir, matrix, cl_metrics(matrix), recorder.losses
 
 
-def read_wandb_records(path: Path) -> list:
+def _read_records(path: Path) -> list:
     """The protobuf records of a ``.wandb`` file (W&B's LevelDB-style log of 32 KiB blocks)."""
     data, records, pending, pos = path.read_bytes(), [], b"", 7  # 7: the ':W&B' file header
     assert data[:4] == b":W&B"
@@ -93,7 +94,7 @@ def read_wandb_records(path: Path) -> list:
             pos += 32768 - pos % 32768
             continue
         _, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if kind == 0:
+        if kind == 0 or pos + 7 + length > len(data):  # the end, or a record still being written
             break
         pending += data[pos + 7 : pos + 7 + length]
         pos += 7 + length
@@ -103,6 +104,18 @@ def read_wandb_records(path: Path) -> list:
             records.append(record)
             pending = b""
     return records
+
+
+def read_wandb_run(folder: Path, timeout: float = 60.0) -> list:
+    """The records of the one offline W&B run under ``folder``, once its ``exit`` record is on disk:
+    W&B's own process writes the file and may still be flushing it when ``finish()`` returns."""
+    (path,) = folder.glob("offline-run-*/run-*.wandb")
+    deadline = time.monotonic() + timeout
+    while True:
+        records = _read_records(path)
+        if any(r.HasField("exit") for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
 
 
 def _key(item) -> str:
@@ -145,8 +158,7 @@ def test_tensorboard_events_hold_losses_rows_and_summary(logged_run) -> None:
 
 def test_offline_wandb_run_holds_losses_rows_and_summary(logged_run) -> None:
     run_dir, matrix, summary, losses = logged_run
-    (path,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
-    records = read_wandb_records(path)
+    records = read_wandb_run(run_dir / "wandb")
     history = [
         {_key(i): json.loads(i.value_json) for i in r.history.item} for r in records if r.HasField("history")
     ]
@@ -195,6 +207,5 @@ def test_wandb_without_an_api_key_falls_back_to_offline_and_says_so(monkeypatch,
     logger.log_scores(0, {"task": 50.0})
     logger.close()
     assert "logging offline to" in capsys.readouterr().err
-    (path,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
-    history = [r.history for r in read_wandb_records(path) if r.HasField("history")]
+    history = [r.history for r in read_wandb_run(tmp_path / "run" / "wandb") if r.HasField("history")]
     assert [{_key(i): json.loads(i.value_json) for i in h.item}["accuracy/task"] for h in history] == [50.0]

@@ -56,4 +56,5 @@ class WandbLogger(RunLogger):
         self.run.summary.update(metrics)
 
     def close(self) -> None:
+        """Finish the W&B run (W&B's own process may still be flushing the run file for a moment)."""
         self.run.finish()
