@@ -187,7 +187,8 @@ class HuggingFaceNaive(Naive):
         self.optimizer = self._adamw(self.model)
 
     def make_train_dataloader(self, **kwargs: Any) -> None:
-        """Seed the experience and shuffle its rows with cltune's per-experience generator."""
+        """Seed the experience and shuffle its rows with cltune's per-experience generator
+        (cltune numbers experiences from 1, Avalanche from 0)."""
         seed = derive_seed(self.config.seed, "experience", self.experience.current_experience + 1)
         seed_everything(seed)
         data = self.adapted_dataset
