@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import wandb
 from conftest import SMALL_RECIPE
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from wandb.proto import wandb_internal_pb2
@@ -82,6 +83,7 @@ def logged_run(tmp_path_factory, tiny_cached):
         loggers = build_loggers(["tensorboard", "wandb", "csv"], run_dir, config={"strategy": "naive"})
         recorder = LossRecorder()
         matrix = run_with_loggers(stream, loggers, recorder)
+        wandb.teardown()  # leave no W&B settings from this environment behind
     return run_dir, matrix, cl_metrics(matrix), recorder.losses
 
 
@@ -203,6 +205,7 @@ def test_wandb_without_an_api_key_falls_back_to_offline_and_says_so(monkeypatch,
     for name in ("HOME", "WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
         monkeypatch.setenv(name, str(tmp_path / "home"))  # no netrc, no stored key
     monkeypatch.setenv("NETRC", str(tmp_path / "home" / ".netrc"))
+    wandb.teardown()  # W&B keeps the settings it read from the environment until torn down
     (logger,) = build_loggers(["wandb"], tmp_path / "run")
     logger.log_scores(0, {"task": 50.0})
     logger.close()
