@@ -22,7 +22,7 @@ from cltune.analysis import cl_metrics
 from cltune.data.encode import Encoder
 from cltune.data.recipe import build_stream, read_recipe
 from cltune.evaluation.evaluator import evaluate
-from cltune.loggers import MissingLoggerPackage, RunLogger, build_loggers
+from cltune.loggers import MissingLoggerPackage, RunLogger, build_loggers, check_loggers
 from cltune.matrix import AccuracyMatrix
 from cltune.models.loading import load_model
 from cltune.models.scopes import set_trainable
@@ -197,6 +197,9 @@ def test_missing_package_is_an_error_naming_the_install(monkeypatch, tmp_path, n
     monkeypatch.setitem(sys.modules, module, None)  # how Python marks a module that cannot be imported
     with pytest.raises(MissingLoggerPackage, match=f"the '{name}' logger needs .*`{install}`"):
         build_loggers(["csv", name], tmp_path)
+    assert not (tmp_path / "logs").exists()  # checked before the csv logger was made
+    with pytest.raises(MissingLoggerPackage, match=install):
+        check_loggers(f"csv,{name}")
 
 
 def test_wandb_without_an_api_key_falls_back_to_offline_and_says_so(monkeypatch, tmp_path, capsys) -> None:

@@ -7,7 +7,7 @@ Each logger is a :class:`RunLogger` plugin: it logs the train loss of every iter
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,22 +17,25 @@ from cltune.loggers.tensorboard_logger import TensorBoardLogger
 from cltune.loggers.wandb_logger import WandbLogger
 from cltune.utils import unknown_name_error
 
-LOGGERS: dict[str, Callable[..., RunLogger]] = {
+LOGGERS: dict[str, type[RunLogger]] = {
     CSVLogger.name: CSVLogger,
     TensorBoardLogger.name: TensorBoardLogger,
     WandbLogger.name: WandbLogger,
 }
 
 
-def parse_logger_names(names: str | Sequence[str]) -> list[str]:
-    """Logger names from a list or a comma-separated string, without repeats; unknown names are a
-    ValueError with a 'did you mean'."""
+def check_loggers(names: str | Sequence[str]) -> list[str]:
+    """Logger names from a list or a comma-separated string, without repeats, once each is known
+    (else a ValueError with a 'did you mean') and its package installed (else a
+    :class:`MissingLoggerPackage` naming the ``pip install``). Writes nothing."""
     if isinstance(names, str):
         names = names.split(",")
     wanted = list(dict.fromkeys(n.strip() for n in names if n.strip()))
     for name in wanted:
         if name not in LOGGERS:
             raise unknown_name_error("logger", name, LOGGERS)
+    for name in wanted:
+        LOGGERS[name].check_package()
     return wanted
 
 
@@ -40,11 +43,10 @@ def build_loggers(
     names: str | Sequence[str], run_dir: str | Path, config: Mapping[str, Any] | None = None
 ) -> list[RunLogger]:
     """The loggers ``names`` for the run directory ``run_dir`` (``config`` is recorded by the
-    TensorBoard and W&B loggers). Every name is checked before any logger is made; a logger whose
-    package is missing is a :class:`MissingLoggerPackage` error naming the ``pip install``."""
+    TensorBoard and W&B loggers), after :func:`check_loggers` has checked every one of them."""
     loggers: list[RunLogger] = []
     try:
-        for name in parse_logger_names(names):
+        for name in check_loggers(names):
             loggers.append(LOGGERS[name](run_dir, config))
     except BaseException:
         for logger in loggers:
@@ -61,5 +63,5 @@ __all__ = [
     "TensorBoardLogger",
     "WandbLogger",
     "build_loggers",
-    "parse_logger_names",
+    "check_loggers",
 ]

@@ -43,6 +43,13 @@ class RunLogger(Plugin):
     """
 
     name = ""
+    module: str | None = None  # the module the logger imports, from PyPI package ``package``
+    package = ""
+
+    @classmethod
+    def check_package(cls) -> Any:
+        """The logger's module, imported; a :class:`MissingLoggerPackage` if it is not installed."""
+        return require(cls.module, cls.name, cls.package) if cls.module else None
 
     def __init__(self, run_dir: str | Path, config: Mapping[str, Any] | None = None):
         self.run_dir = Path(run_dir)

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cltune.loggers.base import RunLogger, require
+from cltune.loggers.base import RunLogger
 
 
 class TensorBoardLogger(RunLogger):
@@ -16,10 +16,11 @@ class TensorBoardLogger(RunLogger):
     ``torch.utils.tensorboard.SummaryWriter``."""
 
     name = "tensorboard"
+    module, package = "torch.utils.tensorboard", "tensorboard"
 
     def __init__(self, run_dir: str | Path, config: Mapping[str, Any] | None = None):
         super().__init__(run_dir, config)
-        tensorboard = require("torch.utils.tensorboard", self.name, "tensorboard")
+        tensorboard = self.check_package()
         self.writer = tensorboard.SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
         if self.config:
             self.writer.add_text("config", f"```json\n{json.dumps(self.config, indent=2)}\n```")

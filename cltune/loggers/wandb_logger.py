@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cltune.loggers.base import RunLogger, require
+from cltune.loggers.base import RunLogger
 
 
 class WandbLogger(RunLogger):
@@ -21,10 +21,11 @@ class WandbLogger(RunLogger):
     """
 
     name = "wandb"
+    module, package = "wandb", "wandb"
 
     def __init__(self, run_dir: str | Path, config: Mapping[str, Any] | None = None):
         super().__init__(run_dir, config)
-        wandb = require("wandb", self.name, "wandb")
+        wandb = self.check_package()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         options = {
             "project": os.environ.get("WANDB_PROJECT", "cltune"),
