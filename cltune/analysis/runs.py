@@ -212,13 +212,15 @@ class Run:
         return self.path / ANALYSIS_DIR
 
     def checkpoint(self) -> Path | None:
-        """The newest ``checkpoint-N`` folder (the trained parameters after stage N), if any."""
-        stages = [
-            (int(p.name.split("-", 1)[1]), p)
-            for p in self.path.glob("checkpoint-*")
-            if p.name.split("-", 1)[1].isdigit() and (p / "params.safetensors").is_file()
-        ]
-        return max(stages)[1] if stages else None
+        """The ``checkpoint-N`` folder of the last stage ``results.json`` lists as finished (the
+        trained parameters after stage N), if it is whole (its ``stage.json`` is written last).
+
+        A run killed after writing a newer checkpoint but before its results has a newer folder;
+        it is ignored, as a resumed run ignores it.
+        """
+        done = int((~np.isnan(self.matrix.values).any(axis=1)).sum()) - 1
+        folder = self.path / f"checkpoint-{done}"
+        return folder if (folder / "stage.json").is_file() else None
 
     def trained_params(self) -> dict[str, torch.Tensor]:
         """The parameters the run trained, after its last finished stage, named as in the trained
