@@ -78,6 +78,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="train",
         help="a training option, e.g. lr=1e-3, epochs=2, max_steps=50, scope=all (repeatable)",
     )
+    run.add_argument(
+        "--loggers",
+        default=None,
+        help="comma-separated loggers of training loss, accuracy rows and metrics: csv, tensorboard, "
+        "wandb (default: the recipe's [train] loggers, else none)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_analysis_options(run, "analyses of every run before the report", default=",".join(ANALYSES))
     run.add_argument("--no-report", action="store_true", help="do not write <out>/report/")
@@ -210,8 +216,9 @@ def command_run(args: argparse.Namespace) -> int:
         else [train_options.pop("seed", recipe["train"].get("seed", 0))]
     )
     train_options.pop("seed", None)
+    loggers = args.loggers if args.loggers is not None else train_options.pop("loggers", None)
     specs = [
-        RunSpec.from_recipe(recipe, name, args.model, cli_params.get(name), seed, **train_options)
+        RunSpec.from_recipe(recipe, name, args.model, cli_params.get(name), seed, loggers, **train_options)
         for seed in seeds
         for name in strategies
     ]

@@ -31,6 +31,7 @@ from cltune.data.encode import Encoder
 from cltune.data.recipe import build_stream, read_recipe
 from cltune.data.task import Stream
 from cltune.evaluation.evaluator import TaskScore, evaluate
+from cltune.loggers import build_loggers, check_loggers
 from cltune.matrix import ZERO_SHOT, AccuracyMatrix
 from cltune.models.loading import load_model
 from cltune.strategies.config import TrainConfig
@@ -58,6 +59,7 @@ class RunSpec:
     model: str = "tiny"
     strategy_params: dict[str, Any] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
+    loggers: list[str] = field(default_factory=list)  # recorders only: not part of the configuration
 
     @classmethod
     def from_recipe(
@@ -67,12 +69,15 @@ class RunSpec:
         model: str = "tiny",
         params: dict[str, Any] | None = None,
         seed: int = 0,
+        loggers: str | list[str] | None = None,
         **train: Any,
     ) -> RunSpec:
         """A spec from a recipe (file, built-in name or parsed dict); its ``[train]`` and
-        ``[strategy.<name>]`` tables are defaults that ``train`` and ``params`` override."""
+        ``[strategy.<name>]`` tables are defaults that ``train`` and ``params`` override, and
+        ``loggers`` overrides the ``[train]`` table's ``loggers`` list."""
         resolved = dict(recipe) if isinstance(recipe, dict) else read_recipe(recipe)
         train_options = {**resolved.pop("train", {}), **train, "seed": seed}
+        recipe_loggers = train_options.pop("loggers", [])
         strategy_params = {**resolved.pop("strategy", {}).get(strategy, {}), **(params or {})}
         return cls(
             recipe=resolved,
@@ -80,6 +85,7 @@ class RunSpec:
             model=model,
             strategy_params=strategy_params,
             train=TrainConfig.from_dict(train_options),
+            loggers=check_loggers(recipe_loggers if loggers is None else loggers),
         )
 
     @property
@@ -307,97 +313,112 @@ def run_experiment(
     encoder = Encoder(processor, spec.model)
     run.start(config)
     run.log("start", resume=previous is not None)
-    timings = previous["timings"] if previous else {"load_model_s": 0.0, "stages": []}
-    timings["load_model_s"] += time.perf_counter() - started
+    loggers = build_loggers(spec.loggers, run.path, config)
+    try:
+        timings = previous["timings"] if previous else {"load_model_s": 0.0, "stages": []}
+        timings["load_model_s"] += time.perf_counter() - started
 
-    stages = [ZERO_SHOT] + [f"after {e.name}" if not preset.joint else "joint" for e in experiences]
-    # Finished stages only: results.json pads the stages still to come with nulls.
-    rows = [r for r in previous["matrix"]["values"] if None not in r] if previous else []
-    base = Template(model, encoder, spec.train, progress=progress)
-    if not rows:
-        started = time.perf_counter()
-        key = (
-            spec.model,
-            json.dumps(spec.recipe, sort_keys=True),
-            spec.train.eval_batch_size,
-            spec.train.max_new_tokens,
-        )
-        scores = zero_shot.get(key) if zero_shot is not None else None
-        if scores is None:
-            scores = evaluate(base, eval_tasks, progress)
-            if zero_shot is not None:
-                zero_shot[key] = scores
-        rows.append([s.score for s in scores])
-        run.save_predictions(0, scores)
-        timings["stages"].append(
-            {"stage": ZERO_SHOT, "train_s": 0.0, "eval_s": time.perf_counter() - started}
-        )
+        stages = [ZERO_SHOT] + [f"after {e.name}" if not preset.joint else "joint" for e in experiences]
+        # Finished stages only: results.json pads the stages still to come with nulls.
+        rows = [r for r in previous["matrix"]["values"] if None not in r] if previous else []
+        base = Template(model, encoder, spec.train, progress=progress)
+        if not rows:
+            started = time.perf_counter()
+            key = (
+                spec.model,
+                json.dumps(spec.recipe, sort_keys=True),
+                spec.train.eval_batch_size,
+                spec.train.max_new_tokens,
+            )
+            scores = zero_shot.get(key) if zero_shot is not None else None
+            if scores is None:
+                scores = evaluate(base, eval_tasks, progress)
+                if zero_shot is not None:
+                    zero_shot[key] = scores
+            rows.append([s.score for s in scores])
+            run.save_predictions(0, scores)
+            _log_row(loggers, 0, eval_tasks, rows[0])
+            timings["stages"].append(
+                {"stage": ZERO_SHOT, "train_s": 0.0, "eval_s": time.perf_counter() - started}
+            )
 
-    model = preset.prepare(base.model, spec.train.scope)
-    strategy = Template(model, encoder, spec.train, preset.plugins, progress=progress)
-    strategy.run_dir = run.path
-    for plugin in preset.plugins:
-        if hasattr(plugin, "attach_tasks"):
-            plugin.attach_tasks(stream.tasks)
-    finished = len(rows) - 1
-    if finished:
-        params, states = run.load_checkpoint(finished)
-        for plugin, state in zip(preset.plugins, states, strict=True):
-            plugin.load_state_dict(state)
-        _load_params(strategy.model, params)
-        strategy.touched.update(params)
-        run.drop_checkpoints_except(finished)  # a kill may have interrupted the last clean-up
-        run.log("resumed", after_stage=finished)
+        model = preset.prepare(base.model, spec.train.scope)
+        strategy = Template(model, encoder, spec.train, [*preset.plugins, *loggers], progress=progress)
+        strategy.run_dir = run.path
+        for plugin in preset.plugins:
+            if hasattr(plugin, "attach_tasks"):
+                plugin.attach_tasks(stream.tasks)
+        finished = len(rows) - 1
+        if finished:
+            params, states = run.load_checkpoint(finished)
+            for plugin, state in zip(preset.plugins, states, strict=True):
+                plugin.load_state_dict(state)
+            _load_params(strategy.model, params)
+            strategy.touched.update(params)
+            run.drop_checkpoints_except(finished)  # a kill may have interrupted the last clean-up
+            run.log("resumed", after_stage=finished)
 
-    def write_results(done: bool) -> dict[str, Any]:
-        matrix = AccuracyMatrix(
-            values=rows + [[float("nan")] * len(eval_tasks)] * (len(stages) - len(rows)),
-            tasks=stream.task_names,
-            general=stream.general_names,
-            stages=stages,
-            metrics={t.name: t.metric for t in eval_tasks},
-        )
-        results = {
-            "schema": RESULTS_SCHEMA,
-            "stream": stream.name,
-            "strategy": spec.strategy,
-            "model": spec.model,
-            "seed": spec.seed,
-            "finished": done,
-            "matrix": matrix.to_dict(),
-            "summary": cl_metrics(matrix) if done else {},
-            "timings": timings,
-            "versions": _versions(),
-            "runtime": _runtime(strategy.device),
-            "extra": strategy.extra_results,
-        }
-        atomic_write_json(run.results_path, results)
-        return results
-
-    for experience in experiences[finished:]:
-        run.log("train", stage=experience.index, experience=experience.name)
-        started = time.perf_counter()
-        strategy.train(experience)
-        trained = time.perf_counter()
-        scores = evaluate(strategy, eval_tasks, progress)
-        rows.append([s.score for s in scores])
-        timings["stages"].append(
-            {
-                "stage": stages[experience.index],
-                "train_s": trained - started,
-                "eval_s": time.perf_counter() - trained,
+        def write_results(done: bool) -> dict[str, Any]:
+            matrix = AccuracyMatrix(
+                values=rows + [[float("nan")] * len(eval_tasks)] * (len(stages) - len(rows)),
+                tasks=stream.task_names,
+                general=stream.general_names,
+                stages=stages,
+                metrics={t.name: t.metric for t in eval_tasks},
+            )
+            results = {
+                "schema": RESULTS_SCHEMA,
+                "stream": stream.name,
+                "strategy": spec.strategy,
+                "model": spec.model,
+                "seed": spec.seed,
+                "finished": done,
+                "matrix": matrix.to_dict(),
+                "summary": cl_metrics(matrix) if done else {},
+                "timings": timings,
+                "versions": _versions(),
+                "runtime": _runtime(strategy.device),
+                "extra": strategy.extra_results,
             }
-        )
-        run.save_predictions(experience.index, scores)
-        run.save_checkpoint(
-            experience.index, strategy.touched_parameters(), [p.state_dict() for p in preset.plugins]
-        )
-        write_results(done=False)
-        run.drop_checkpoints_except(experience.index)
-        run.log("stage_done", stage=experience.index, scores=rows[-1])
-    results = write_results(done=True)
-    run.log("finished")
-    return RunResult(run.path, AccuracyMatrix.from_dict(results["matrix"]), results["summary"], results)
+            atomic_write_json(run.results_path, results)
+            return results
+
+        for experience in experiences[finished:]:
+            run.log("train", stage=experience.index, experience=experience.name)
+            started = time.perf_counter()
+            strategy.train(experience)
+            trained = time.perf_counter()
+            scores = evaluate(strategy, eval_tasks, progress)
+            rows.append([s.score for s in scores])
+            _log_row(loggers, experience.index, eval_tasks, rows[-1])
+            timings["stages"].append(
+                {
+                    "stage": stages[experience.index],
+                    "train_s": trained - started,
+                    "eval_s": time.perf_counter() - trained,
+                }
+            )
+            run.save_predictions(experience.index, scores)
+            run.save_checkpoint(
+                experience.index, strategy.touched_parameters(), [p.state_dict() for p in preset.plugins]
+            )
+            write_results(done=False)
+            run.drop_checkpoints_except(experience.index)
+            run.log("stage_done", stage=experience.index, scores=rows[-1])
+        results = write_results(done=True)
+        for logger in loggers:
+            logger.log_summary(results["summary"])
+        run.log("finished")
+        return RunResult(run.path, AccuracyMatrix.from_dict(results["matrix"]), results["summary"], results)
+    finally:
+        for logger in loggers:
+            logger.close()
+
+
+def _log_row(loggers: list, stage: int, tasks: list, row: list[float]) -> None:
+    """Give every logger one row of the accuracy matrix."""
+    for logger in loggers:
+        logger.log_scores(stage, {task.name: score for task, score in zip(tasks, row, strict=True)})
 
 
 def load_trained_model(run_dir: str | Path) -> tuple[torch.nn.Module, Any, Stream]:

@@ -215,3 +215,38 @@ def test_wandb_without_an_api_key_falls_back_to_offline_and_says_so(monkeypatch,
     assert "logging offline to" in capsys.readouterr().err
     history = [r.history for r in read_wandb_run(tmp_path / "run" / "wandb") if r.HasField("history")]
     assert [{_key(i): json.loads(i.value_json) for i in h.item}["accuracy/task"] for h in history] == [50.0]
+
+
+def test_a_run_with_loggers_from_the_recipe_or_the_cli_writes_what_results_json_holds(
+    tmp_path, capsys
+) -> None:
+    from cltune.cli import main
+    from cltune.experiment import RunSpec, run_experiment
+
+    recipe = read_recipe(str(_write_small(tmp_path)))
+    recipe["train"] = {"max_steps": 2, "batch_size": 4, "loggers": ["csv"]}
+    spec = RunSpec.from_recipe(recipe, "naive")
+    assert spec.loggers == ["csv"] and "loggers" not in spec.to_dict()["train"]
+    result = run_experiment(spec, tmp_path / "runs", progress=False)
+    logs = result.run_dir / "logs"
+    with open(logs / "accuracy.csv") as f:
+        rows = [[float(v) for v in row[1:]] for row in list(csv.reader(f))[1:]]
+    assert rows == result.matrix.values.tolist()
+    with open(logs / "summary.csv") as f:
+        summary = {name: float(value) for name, value in list(csv.reader(f))[1:]}
+    assert summary == {k: v for k, v in result.metrics.items() if v is not None}
+    with open(logs / "train_loss.csv") as f:
+        steps = [int(row[0]) for row in list(csv.reader(f))[1:]]
+    assert steps == list(range(1, 2 * len(recipe["tasks"]) + 1))  # max_steps 2 per experience
+    assert (
+        main(["run", str(_write_small(tmp_path)), "--loggers", "tensorbord", "--out", str(tmp_path / "x")])
+        == 2
+    )
+    assert "unknown logger 'tensorbord'. Did you mean 'tensorboard'?" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()  # refused before anything is written
+
+
+def _write_small(folder: Path) -> Path:
+    path = folder / "small.toml"
+    path.write_text(SMALL_RECIPE)
+    return path
