@@ -192,8 +192,7 @@ class HuggingFaceNaive(Naive):
         seed = derive_seed(self.config.seed, "experience", self.experience.current_experience + 1)
         seed_everything(seed)
         data = self.adapted_dataset
-        # The template's own plan (epochs, updates) for this many rows; it reads only ``config``.
-        self.train_epochs, self.max_updates = Template._planned_updates(self, len(data))
+        self.train_epochs, self.max_updates = self.config.planned_updates(len(data))
         self.dataloader = DataLoader(
             data,
             batch_size=self.train_mb_size,

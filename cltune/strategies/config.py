@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -60,6 +61,13 @@ class TrainConfig:
             if key not in known:
                 raise unknown_name_error("training option", key, known)
         return cls(**options)
+
+    def planned_updates(self, n_rows: int) -> tuple[int, int]:
+        """(epochs, optimizer updates) for an experience of ``n_rows`` training rows."""
+        per_epoch = max(1, math.ceil(n_rows / self.batch_size) // self.grad_accum)
+        if self.max_steps is None:
+            return self.epochs, per_epoch * self.epochs
+        return math.ceil(self.max_steps / per_epoch), self.max_steps
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -7,7 +7,6 @@ Every mechanism of a strategy (replay, regularizers, masks, adapters, merging) i
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -94,13 +93,6 @@ class Template:
         for start in range(0, len(order), size):
             yield [rows[i] for i in order[start : start + size]]
 
-    def _planned_updates(self, n_rows: int) -> tuple[int, int]:
-        """(epochs, optimizer updates) for an experience of ``n_rows`` training rows."""
-        per_epoch = max(1, math.ceil(n_rows / self.config.batch_size) // self.config.grad_accum)
-        if self.config.max_steps is None:
-            return self.config.epochs, per_epoch * self.config.epochs
-        return math.ceil(self.config.max_steps / per_epoch), self.config.max_steps
-
     def train(self, experience: Experience) -> None:
         """Train on one experience; a fresh optimizer, seeded from (seed, experience index)."""
         self.experience = experience
@@ -112,7 +104,7 @@ class Template:
         self.model.train()
         self.call("before_training_exp")
         rows = experience.rows
-        epochs, updates = self._planned_updates(len(rows))
+        epochs, updates = self.config.planned_updates(len(rows))
         bar = tqdm(
             total=updates,
             desc=f"train {experience.name}",
