@@ -21,7 +21,8 @@ def run(
     progress: bool = True,
     **train: Any,
 ):
-    """Run one strategy through a stream; returns a result with ``.matrix``, ``.metrics``, ``.run_dir``.
+    """Run one strategy through a stream; returns a result with ``.matrix``, ``.metrics``, ``.run_dir``
+    and ``.report()``.
 
     ``recipe`` is a TOML file or built-in stream name (default: ``default``); ``params`` are the
     strategy's hyper-parameters; ``train`` are training options (``lr``, ``epochs``, ``max_steps``, ...).

@@ -107,10 +107,19 @@ class RunSpec:
 
 @dataclass
 class RunResult:
+    """A run's directory, accuracy matrix, summary metrics and the whole ``results.json``."""
+
     run_dir: Path
     matrix: AccuracyMatrix
     metrics: dict[str, float | None]
     results: dict[str, Any]
+
+    def report(self, out: str | Path | None = None) -> dict[str, Path]:
+        """Write this run's report (``report.md``, ``report.html``, ``metrics.csv``, figures) into
+        ``out`` (default: ``<run dir>/report``); returns the files written."""
+        from cltune.reports import write_report
+
+        return write_report([self.run_dir], self.run_dir / "report" if out is None else out)
 
 
 class RunConfigMismatch(ValueError):

@@ -116,3 +116,6 @@ def test_python_api_runs_a_strategy(small_recipe, tmp_path, tiny_cached):
     assert result.matrix.values.shape == (3, 3)
     assert result.run_dir == tmp_path / "small-naive-seed0"
     assert result.metrics["mft"] == pytest.approx(np.mean(np.diag(result.matrix.values[1:, :2])))
+    written = result.report()
+    assert written["md"] == result.run_dir / "report" / "report.md"
+    assert f"{result.metrics['mft']:.1f}" in written["md"].read_text()
