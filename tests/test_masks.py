@@ -52,9 +52,7 @@ def kept_beat_dropped(group: list[str], s: dict, masks: dict) -> bool:
 
 
 def test_layer_of_parses_the_layer_prefix():
-    assert layer_of("model.language_model.layers.3.mlp.up_proj.weight") == (
-        "model.language_model.layers.3"
-    )
+    assert layer_of("model.language_model.layers.3.mlp.up_proj.weight") == ("model.language_model.layers.3")
     assert layer_of("vision_tower.encoder.layers.3.fc1.weight") == "vision_tower.encoder.layers.3"
     assert layer_of("model.embed_tokens.weight") is None
 
@@ -83,9 +81,7 @@ def test_layer_granularity_counts_per_layer(ratio):
         "none": ["model.embed_tokens.weight"],
     }
     for group in groups.values():
-        assert sum(int(masks[n].sum()) for n in group) == n_keep(
-            ratio, sum(s[n].numel() for n in group)
-        )
+        assert sum(int(masks[n].sum()) for n in group) == n_keep(ratio, sum(s[n].numel() for n in group))
         assert kept_beat_dropped(group, s, masks)
 
 

@@ -109,9 +109,7 @@ def test_scopes_are_per_family_and_never_hit_the_vision_tower(name, saved):
     assert not any(_under(n, family.projector_prefix) for n in vision)
 
     linears = {n for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-    not_lm = {
-        n for n in linears if _under(n, family.vision_prefix) or _under(n, family.projector_prefix)
-    }
+    not_lm = {n for n in linears if _under(n, family.vision_prefix) or _under(n, family.projector_prefix)}
     assert not_lm
     lm_body = scope_prefixes(model, "language_model")[0]
     targets = lora_target_modules(model, "language_model")
@@ -150,9 +148,7 @@ def test_lora_training_step_changes_only_language_model_adapters(name, saved, ro
     peft_model = get_peft_model(
         model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=targets)
     )
-    wrapped = {
-        n.removeprefix(PEFT_PREFIX) for n, m in peft_model.named_modules() if isinstance(m, LoraLayer)
-    }
+    wrapped = {n.removeprefix(PEFT_PREFIX) for n, m in peft_model.named_modules() if isinstance(m, LoraLayer)}
     assert wrapped == set(targets)
     trainable = {n for n, p in peft_model.named_parameters() if p.requires_grad}
     assert trainable and all(".lora_A." in n or ".lora_B." in n for n in trainable)
@@ -203,9 +199,7 @@ def test_left_padded_generation_matches_rows_alone(name, saved, rows):
     n_new, prompt_len = 3, batch["input_ids"].shape[1]
     kwargs = {"max_new_tokens": n_new, "min_new_tokens": n_new, "do_sample": False}
     with torch.no_grad():
-        out = model.generate(
-            **batch, **kwargs, output_logits=True, return_dict_in_generate=True
-        )
+        out = model.generate(**batch, **kwargs, output_logits=True, return_dict_in_generate=True)
     assert torch.equal(out.sequences[:, :prompt_len], batch["input_ids"])
     new = out.sequences[:, prompt_len:]
     assert new.shape == (2, n_new)
@@ -215,9 +209,7 @@ def test_left_padded_generation_matches_rows_alone(name, saved, rows):
     # row in the batch equal those of the row generated alone.
     for i, feature in enumerate(features):
         with torch.no_grad():
-            alone = model.generate(
-                **feature, **kwargs, output_logits=True, return_dict_in_generate=True
-            )
+            alone = model.generate(**feature, **kwargs, output_logits=True, return_dict_in_generate=True)
         torch.testing.assert_close(out.logits[0][i], alone.logits[0][0], atol=1e-4, rtol=1e-4)
 
 

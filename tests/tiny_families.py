@@ -47,8 +47,14 @@ CORPUS = [
 ]
 
 # One small, tiny-but-real text decoder shape for every family.
-TEXT = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2,
-        "num_key_value_heads": 2, "max_position_embeddings": 512}
+TEXT = {
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 2,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 512,
+}
 
 
 def build_tokenizer(
@@ -95,7 +101,10 @@ LLAVA_TEMPLATE = (
 def build_llava(chat_template: str | None = LLAVA_TEMPLATE, seed: int = 0):
     image_size, patch = 28, 7
     tokenizer = build_tokenizer(
-        ["<pad>", "</s>", "<image>"], pad="<pad>", eos="</s>", chat_template=chat_template,
+        ["<pad>", "</s>", "<image>"],
+        pad="<pad>",
+        eos="</s>",
+        chat_template=chat_template,
         extra_special_tokens={"image_token": "<image>"},
     )
     processor = LlavaProcessor(
@@ -110,12 +119,19 @@ def build_llava(chat_template: str | None = LLAVA_TEMPLATE, seed: int = 0):
     )
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(
-            image_size=image_size, patch_size=patch, hidden_size=32, intermediate_size=64,
-            num_hidden_layers=2, num_attention_heads=2,
+            image_size=image_size,
+            patch_size=patch,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
         ),
         text_config=LlamaConfig(
-            vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id, bos_token_id=None, **TEXT,
+            vocab_size=len(tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=None,
+            **TEXT,
         ),
         image_token_index=tokenizer.convert_tokens_to_ids("<image>"),
         image_seq_length=(image_size // patch) ** 2,
@@ -134,8 +150,13 @@ QWEN_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 QWEN_SPECIAL = [
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-    "<|image_pad|>", "<|video_pad|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
 ]
 
 
@@ -147,13 +168,15 @@ def build_qwen2_vl(chat_template: str | None = QWEN_TEMPLATE, seed: int = 0):
     image_processor = Qwen2VLImageProcessor(
         # 28x28 .. 56x56 pixels: 1 to 4 merged image tokens per image.
         size={"shortest_edge": 28 * 28, "longest_edge": 56 * 56},
-        patch_size=patch, merge_size=merge, temporal_patch_size=temporal,
+        patch_size=patch,
+        merge_size=merge,
+        temporal_patch_size=temporal,
     )
-    video_processor = Qwen2VLVideoProcessor(
-        patch_size=patch, merge_size=merge, temporal_patch_size=temporal
-    )
+    video_processor = Qwen2VLVideoProcessor(patch_size=patch, merge_size=merge, temporal_patch_size=temporal)
     processor = Qwen2VLProcessor(
-        image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
         chat_template=chat_template,
     )
     ids = tokenizer.convert_tokens_to_ids
@@ -161,15 +184,21 @@ def build_qwen2_vl(chat_template: str | None = QWEN_TEMPLATE, seed: int = 0):
     assert sum(mrope) == TEXT["hidden_size"] // TEXT["num_attention_heads"] // 2
     config = Qwen2VLConfig(
         vision_config={
-            "depth": 2, "embed_dim": 32, "hidden_size": TEXT["hidden_size"], "mlp_ratio": 2,
-            "num_heads": 2, "patch_size": patch, "spatial_merge_size": merge,
+            "depth": 2,
+            "embed_dim": 32,
+            "hidden_size": TEXT["hidden_size"],
+            "mlp_ratio": 2,
+            "num_heads": 2,
+            "patch_size": patch,
+            "spatial_merge_size": merge,
             "temporal_patch_size": temporal,
         },
         text_config={
-            "vocab_size": len(tokenizer), "pad_token_id": tokenizer.pad_token_id,
-            "eos_token_id": tokenizer.eos_token_id, "bos_token_id": None,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0,
-                                "mrope_section": mrope},
+            "vocab_size": len(tokenizer),
+            "pad_token_id": tokenizer.pad_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "bos_token_id": None,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
             **TEXT,
         },
         image_token_id=ids("<|image_pad|>"),
@@ -190,8 +219,13 @@ IDEFICS3_TEMPLATE = (
     + "<end_of_utterance>\n{% endfor %}{% if add_generation_prompt %}Assistant:{% endif %}"
 )
 IDEFICS3_SPECIAL = [
-    "<|endoftext|>", "<|im_start|>", "<end_of_utterance>", "<fake_token_around_image>", "<image>",
-    "<global-img>", *(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)),
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<end_of_utterance>",
+    "<fake_token_around_image>",
+    "<image>",
+    "<global-img>",
+    *(f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)),
 ]
 
 
@@ -203,21 +237,31 @@ def build_idefics3(chat_template: str | None = IDEFICS3_TEMPLATE, seed: int = 0)
     image_processor = Idefics3ImageProcessor(
         # Longest edge to 64 px, split into 32 px tiles plus a global view: a square image becomes
         # 2x2 tiles + 1, a 2:1 image 1x2 tiles + 1 (so rows of one batch differ in image count).
-        size={"longest_edge": 2 * tile}, max_image_size={"longest_edge": tile},
+        size={"longest_edge": 2 * tile},
+        max_image_size={"longest_edge": tile},
         do_image_splitting=True,
     )
     processor = Idefics3Processor(
-        image_processor=image_processor, tokenizer=tokenizer,
-        image_seq_len=(tile // patch) ** 2 // scale**2, chat_template=chat_template,
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        image_seq_len=(tile // patch) ** 2 // scale**2,
+        chat_template=chat_template,
     )
     config = Idefics3Config(
         vision_config=Idefics3VisionConfig(
-            hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-            image_size=tile, patch_size=patch,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=tile,
+            patch_size=patch,
         ),
         text_config=LlamaConfig(
-            vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
-            eos_token_id=tokenizer.eos_token_id, bos_token_id=None, **TEXT,
+            vocab_size=len(tokenizer),
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            bos_token_id=None,
+            **TEXT,
         ),
         scale_factor=scale,
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
