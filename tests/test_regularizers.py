@@ -187,7 +187,7 @@ def test_regularizer_state_survives_a_resume(tiny, default_stream):
         ("si", {"xi": 0.0}, "xi .* must be > 0"),
         ("lwf", {"temperature": 0}, "temperature must be a number > 0"),
         ("lwf", {"alpha": -0.5}, "alpha must be a finite number >= 0"),
-        ("l2", {"strength": "big"}, "strength must be a finite number >= 0"),
+        ("l2", {"strength": -1.0}, "strength must be a finite number >= 0"),
     ],
 )
 def test_bad_options_are_refused(name, params, message):

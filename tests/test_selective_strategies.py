@@ -215,18 +215,31 @@ def test_tailor_scores_fuse_the_z_scores_of_salience_and_sensitivity():
     np.testing.assert_allclose(fused["v"].numpy(), z(np.abs(d[0])), rtol=1e-5)  # no Hessian: salience
 
 
-@pytest.mark.parametrize(
-    "name", ["gmt", "importance-mask", "lt-sft", "model-tailor", "magnitude-mask", "hft"]
-)
-@pytest.mark.parametrize("ratio", [0, -0.1, 1.5, "half", True])
+MASK_STRATEGIES = ["gmt", "importance-mask", "lt-sft", "model-tailor", "magnitude-mask", "hft"]
+AUTO_RATIO = ("gmt", "importance-mask")  # the strategies whose ratio may also be "auto"
+
+
+@pytest.mark.parametrize("name", MASK_STRATEGIES)
+@pytest.mark.parametrize("ratio", [0, -0.1, 1.5])
 def test_ratio_outside_the_unit_interval_is_refused(name, ratio):
     with pytest.raises(ValueError, match=rf"{name}: ratio .*\(0, 1\]"):
         build_preset(name, ratio=ratio)
 
 
-@pytest.mark.parametrize("name", ["lt-sft", "model-tailor", "magnitude-mask", "hft"])
+@pytest.mark.parametrize("name", MASK_STRATEGIES)
+def test_a_ratio_that_is_not_a_number_is_refused(name):
+    with pytest.raises(ValueError, match=rf"ratio of strategy '{name}' must be of type float.*, got True"):
+        build_preset(name, ratio=True)
+    words = (
+        rf"{name}: ratio .*\(0, 1\] or 'auto', got 'half'" if name in AUTO_RATIO else "type float, got 'half'"
+    )
+    with pytest.raises(ValueError, match=words):
+        build_preset(name, ratio="half")
+
+
+@pytest.mark.parametrize("name", sorted(set(MASK_STRATEGIES) - set(AUTO_RATIO)))
 def test_auto_ratio_only_where_an_importance_decides(name):
-    with pytest.raises(ValueError, match=r"must be a number in \(0, 1\], got 'auto'"):
+    with pytest.raises(ValueError, match=rf"ratio of strategy '{name}' must be of type float, got 'auto'"):
         build_preset(name, ratio="auto")
     build_preset("gmt", ratio="auto")
 
