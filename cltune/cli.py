@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import tomllib
+
 from cltune.analysis.artefacts import ANALYSES
 
 DEFAULT_STRATEGIES = ("naive", "replay", "lora")
@@ -16,6 +18,11 @@ SUMMARY_METRICS = ("mft", "mfn", "bwt", "forgetting_chaudhry", "general_change")
 
 
 def _parse_value(text: str) -> Any:
+    """A TOML value (``true``, ``1e-3``, ``["a", "b"]``), else a Python literal (``None``), else the text."""
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        pass
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):

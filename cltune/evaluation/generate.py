@@ -46,13 +46,14 @@ def generate_answers(strategy, task: Task, progress: bool = True) -> list[str]:
     for start in tqdm(batches, desc=f"eval {task.name}", unit="batch", disable=not progress, leave=False):
         index = order[start : start + config.eval_batch_size]
         batch = strategy.to_device(collate([features[i] for i in index], encoder.pad_id, left=True))
-        out = model.generate(
-            **batch,
-            max_new_tokens=budget,
-            do_sample=False,
-            pad_token_id=encoder.pad_id,
-            **plugin_generation_kwargs(strategy, task, index),
-        )
+        with strategy.autocast():
+            out = model.generate(
+                **batch,
+                max_new_tokens=budget,
+                do_sample=False,
+                pad_token_id=encoder.pad_id,
+                **plugin_generation_kwargs(strategy, task, index),
+            )
         new_tokens = out[:, batch["input_ids"].shape[1] :]
         for i, text in zip(
             index, encoder.tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True

@@ -163,6 +163,17 @@ class HuggingFaceNaive(Naive):
                 f"HuggingFaceNaive trains without gradient accumulation; got grad_accum={config.grad_accum}, "
                 "set it to 1 (or raise batch_size)"
             )
+        plain = {
+            "lr_schedule": "constant",
+            "warmup_steps": 0,
+            "precision": "fp32",
+            "gradient_checkpointing": False,
+        }
+        changed = {key: getattr(config, key) for key, value in plain.items() if getattr(config, key) != value}
+        if changed:
+            raise ValueError(
+                f"HuggingFaceNaive mirrors cltune's plain loop; got {changed}, leave them at {plain}"
+            )
         self.config = config
         self.max_updates = 0
         super().__init__(

@@ -8,13 +8,21 @@ from typing import Any
 
 from cltune.utils import unknown_name_error
 
+LR_SCHEDULES = ("constant", "linear", "cosine")
+PRECISIONS = ("fp32", "bf16")
+
 
 @dataclass
 class TrainConfig:
     """How each experience is trained and each task evaluated.
 
     ``max_steps`` (optimizer updates per experience) overrides ``epochs`` when set. A fresh
-    AdamW is made for every experience (Avalanche's default), so no optimizer state crosses tasks.
+    AdamW is made for every experience (Avalanche's default), so no optimizer state crosses tasks;
+    its learning rate follows ``lr_schedule`` (``constant``, ``linear`` or ``cosine`` decay to 0
+    over the experience) after ``warmup_steps`` of linear warm-up, restarted per experience.
+    ``precision="bf16"`` runs forward passes (training and generation) under bfloat16 autocast,
+    weights and optimizer state staying fp32; ``gradient_checkpointing`` recomputes activations
+    in backward instead of keeping them (Hugging Face models).
     """
 
     epochs: int = 1
@@ -29,6 +37,10 @@ class TrainConfig:
     max_new_tokens: int = 32
     seed: int = 0
     device: str = "auto"
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    precision: str = "fp32"
+    gradient_checkpointing: bool = False
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum", "eval_batch_size", "max_new_tokens"):
@@ -53,6 +65,30 @@ class TrainConfig:
                 raise ValueError(f"training option {name} must be a string, got {getattr(self, name)!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"training option seed must be an integer, got {self.seed!r}")
+        if (
+            isinstance(self.warmup_steps, bool)
+            or not isinstance(self.warmup_steps, int)
+            or self.warmup_steps < 0
+        ):
+            raise ValueError(
+                f"training option warmup_steps must be an integer >= 0, got {self.warmup_steps!r}"
+            )
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(
+                f"training option lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}"
+            )
+        if self.precision == "fp16":
+            raise ValueError(
+                "training option precision='fp16' is not supported (it needs loss scaling); use 'bf16' "
+                "(CPUs and GPUs from Ampere on) or 'fp32'"
+            )
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"training option precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not isinstance(self.gradient_checkpointing, bool):
+            raise ValueError(
+                "training option gradient_checkpointing must be true or false, got "
+                f"{self.gradient_checkpointing!r}"
+            )
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> TrainConfig:
@@ -68,6 +104,15 @@ class TrainConfig:
         if self.max_steps is None:
             return self.epochs, per_epoch * self.epochs
         return math.ceil(self.max_steps / per_epoch), self.max_steps
+
+    def check_precision(self, device: str) -> None:
+        """Refuse bf16 on a CUDA device without bfloat16 support, naming the fix."""
+        import torch
+
+        if self.precision == "bf16" and device.startswith("cuda") and not torch.cuda.is_bf16_supported():
+            raise ValueError(
+                f"precision='bf16' is not supported on {torch.cuda.get_device_name()}; use precision='fp32'"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -27,6 +27,21 @@ class NonFiniteLoss(FloatingPointError):
     """The loss became NaN or infinite during an experience."""
 
 
+def enable_gradient_checkpointing(model: nn.Module) -> None:
+    """Hugging Face gradient checkpointing (non-reentrant, so frozen inputs need no gradient)."""
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(target, "supports_gradient_checkpointing", False):
+        raise ValueError(
+            f"{type(target).__name__} does not support gradient checkpointing; "
+            "set gradient_checkpointing = false"
+        )
+    kwargs = {"use_reentrant": False}
+    if hasattr(target, "activation_checkpointing_enable"):  # transformers >= 5 renamed it
+        target.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        target.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 class Template:
     """Trains a model on one experience at a time, calling its plugins at each hook."""
 
@@ -40,7 +55,11 @@ class Template:
     ):
         self.config = config
         self.device = torch.device(config.resolved_device())
+        config.check_precision(self.device.type)
         self.model = model.to(self.device)
+        if config.gradient_checkpointing:
+            enable_gradient_checkpointing(self.model)
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.encoder = encoder
         self.plugins = list(plugins)
         self.progress = progress
@@ -79,6 +98,21 @@ class Template:
             raise ValueError(f"nothing to train: no parameter of scope {self.config.scope!r} requires grad")
         return torch.optim.AdamW(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
 
+    def autocast(self) -> torch.autocast:
+        """The forward passes' autocast: bfloat16 with ``precision="bf16"``, else disabled."""
+        bf16 = self.config.precision == "bf16"
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
+
+    def make_scheduler(self, updates: int) -> torch.optim.lr_scheduler.LRScheduler | None:
+        """The learning-rate schedule of one experience of ``updates`` optimizer steps (None when the
+        rate is constant without warm-up, so the plain AdamW runs)."""
+        if self.config.lr_schedule == "constant" and not self.config.warmup_steps:
+            return None
+        from transformers import get_scheduler
+
+        name = "constant_with_warmup" if self.config.lr_schedule == "constant" else self.config.lr_schedule
+        return get_scheduler(name, self.optimizer, self.config.warmup_steps, max(updates, 1))
+
     def to_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {k: v.to(self.device) for k, v in batch.items()}
 
@@ -105,6 +139,7 @@ class Template:
         self.call("before_training_exp")
         rows = experience.rows
         epochs, updates = self.config.planned_updates(len(rows))
+        self.scheduler = self.make_scheduler(updates)
         bar = tqdm(
             total=updates,
             desc=f"train {experience.name}",
@@ -133,7 +168,8 @@ class Template:
         self.call("before_training_iteration")
         self.mbatch = self.to_device(collate(self.encode_rows(self.mb_examples, True), self.encoder.pad_id))
         self.call("before_forward")
-        self.mb_output = self.model(**self.mbatch)
+        with self.autocast():
+            self.mb_output = self.model(**self.mbatch)
         self.call("after_forward")
         self.loss = self.mb_output.loss
         self.call("before_backward")
@@ -153,6 +189,8 @@ class Template:
                 )
             self.call("before_update")
             self.optimizer.step()
+            if self.scheduler is not None:
+                self.scheduler.step()
             self.call("after_update")
             self.optimizer.zero_grad(set_to_none=True)
             self.update_step += 1
