@@ -6,10 +6,12 @@ import difflib
 import json
 import os
 import random
+import shutil
 import signal
 import tempfile
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +96,28 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@contextmanager
+def atomic_dir(folder: str | os.PathLike) -> Iterator[Path]:
+    """A temporary folder beside ``folder``, renamed to ``folder`` when the block ends cleanly.
+
+    Readers see no folder or a whole one. If ``folder`` appeared meanwhile (another process
+    finished first), its copy is kept and the temporary one dropped; on an error the temporary
+    folder is removed and the error raised.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        yield tmp
+        if folder.exists():
+            shutil.rmtree(tmp)
+        else:
+            tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -198,3 +198,18 @@ def test_nan_loss_stops_the_experience_and_keeps_finished_ones(recipe, tmp_path,
     results = read_results(run_dir)
     assert not results["finished"] and _rows_done(run_dir) == 1
     assert (run_dir / "checkpoint-1" / "stage.json").is_file()
+
+
+def test_atomic_dir_publishes_whole_folders_only(tmp_path: Path) -> None:
+    from cltune.utils import atomic_dir
+
+    target = tmp_path / "cache" / "model"
+    with pytest.raises(RuntimeError), atomic_dir(target) as tmp:
+        (tmp / "weights").write_text("half")
+        raise RuntimeError("killed mid-save")
+    assert not target.exists() and list(target.parent.iterdir()) == []  # nothing half-written left
+    with atomic_dir(target) as tmp:
+        (tmp / "weights").write_text("first")
+    with atomic_dir(target) as tmp:  # another process finished first: its copy stays
+        (tmp / "weights").write_text("second")
+    assert (target / "weights").read_text() == "first" and list(target.parent.iterdir()) == [target]

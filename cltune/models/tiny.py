@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from cltune.data.encode import Encoder, collate
 from cltune.data.task import Task
 from cltune.models.loading import cache_dir
 from cltune.models.tiny_build import build_processor, build_random_model, build_tokenizer
-from cltune.utils import fault_point
+from cltune.utils import atomic_dir, fault_point
 
 PRETRAIN = {"version": 1, "steps": 500, "batch_size": 32, "lr": 2e-3, "warmup": 50}
 
@@ -106,16 +104,7 @@ def _build_and_cache(folder: Path, tasks: list[Task], seed: int) -> None:
     torch.manual_seed(seed)
     model = build_random_model(tokenizer, seed)
     pretrain(model, Encoder(processor, "tiny"), tasks, seed)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
+    with atomic_dir(folder) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        if folder.exists():  # another process finished first: keep its copy
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     print(f"pre-trained tiny model cached in {folder} ({time.perf_counter() - start:.0f} s)")

