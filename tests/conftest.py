@@ -74,10 +74,10 @@ batch_size = 16
 """
 
 
-@pytest.fixture
-def small_recipe(tmp_path) -> Path:
+@pytest.fixture(scope="session")
+def small_recipe(tmp_path_factory) -> Path:
     """A two-task recipe on the digits data whose general task equals the default stream's
-    (same pre-training set, so the cached tiny model is reused)."""
-    path = tmp_path / "small.toml"
+    (same pre-training set, so the cached tiny model is reused); written once, read only."""
+    path = tmp_path_factory.mktemp("recipe") / "small.toml"
     path.write_text(SMALL_RECIPE)
     return path

@@ -10,7 +10,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import SMALL_RECIPE
 from peft import PeftModel
 from safetensors.torch import load_file
 from test_experiment import CRASH, CrashPlugin
@@ -60,10 +59,8 @@ def _spec(recipe, strategy: str = "lora-isolation", **params) -> RunSpec:
 
 
 @pytest.fixture(scope="module")
-def recipe(tmp_path_factory, tiny_cached):
-    path = tmp_path_factory.mktemp("recipe") / "small.toml"
-    path.write_text(SMALL_RECIPE)
-    return path
+def recipe(small_recipe, tiny_cached):
+    return small_recipe
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import datasets
 import pytest
-from conftest import SMALL_RECIPE
 from PIL import Image
 
 from cltune.analysis import RunDirectoryError, load_run
@@ -209,10 +208,8 @@ def test_a_model_path_that_does_not_exist(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory) -> Path:
-    recipe = tmp_path_factory.mktemp("recipe") / "small.toml"
-    recipe.write_text(SMALL_RECIPE)
-    return recipe
+def small(small_recipe) -> Path:
+    return small_recipe
 
 
 @pytest.fixture(scope="module")

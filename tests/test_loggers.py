@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import wandb
-from conftest import SMALL_RECIPE
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from wandb.proto import wandb_internal_pb2
 
@@ -64,7 +63,7 @@ def run_with_loggers(stream, loggers: list[RunLogger], recorder: LossRecorder) -
 
 
 @pytest.fixture(scope="module")
-def logged_run(tmp_path_factory, tiny_cached):
+def logged_run(tmp_path_factory, small_recipe, tiny_cached):
     """(run directory, matrix, summary, recorded losses) of a run with all three loggers."""
     run_dir = tmp_path_factory.mktemp("run") / "small-naive-seed0"
     home = tmp_path_factory.mktemp("wandb-home")
@@ -77,9 +76,7 @@ def logged_run(tmp_path_factory, tiny_cached):
             "WANDB_DATA_DIR": str(home),
         }.items():
             patch.setenv(name, value)
-        recipe = tmp_path_factory.mktemp("recipe") / "small.toml"
-        recipe.write_text(SMALL_RECIPE)
-        stream = build_stream(read_recipe(recipe))
+        stream = build_stream(read_recipe(small_recipe))
         loggers = build_loggers(["tensorboard", "wandb", "csv"], run_dir, config={"strategy": "naive"})
         recorder = LossRecorder()
         matrix = run_with_loggers(stream, loggers, recorder)
@@ -218,12 +215,12 @@ def test_wandb_without_an_api_key_falls_back_to_offline_and_says_so(monkeypatch,
 
 
 def test_a_run_with_loggers_from_the_recipe_or_the_cli_writes_what_results_json_holds(
-    tmp_path, capsys
+    small_recipe, tmp_path, capsys
 ) -> None:
     from cltune.cli import main
     from cltune.experiment import RunSpec, run_experiment
 
-    recipe = read_recipe(str(_write_small(tmp_path)))
+    recipe = read_recipe(str(small_recipe))
     recipe["train"] = {"max_steps": 2, "batch_size": 4, "loggers": ["csv"]}
     spec = RunSpec.from_recipe(recipe, "naive")
     assert spec.loggers == ["csv"] and "loggers" not in spec.to_dict()["train"]
@@ -238,15 +235,6 @@ def test_a_run_with_loggers_from_the_recipe_or_the_cli_writes_what_results_json_
     with open(logs / "train_loss.csv") as f:
         steps = [int(row[0]) for row in list(csv.reader(f))[1:]]
     assert steps == list(range(1, 2 * len(recipe["tasks"]) + 1))  # max_steps 2 per experience
-    assert (
-        main(["run", str(_write_small(tmp_path)), "--loggers", "tensorbord", "--out", str(tmp_path / "x")])
-        == 2
-    )
+    assert main(["run", str(small_recipe), "--loggers", "tensorbord", "--out", str(tmp_path / "x")]) == 2
     assert "unknown logger 'tensorbord'. Did you mean 'tensorboard'?" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()  # refused before anything is written
-
-
-def _write_small(folder: Path) -> Path:
-    path = folder / "small.toml"
-    path.write_text(SMALL_RECIPE)
-    return path

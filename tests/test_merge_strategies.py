@@ -8,7 +8,6 @@ import json
 
 import pytest
 import torch
-from conftest import SMALL_RECIPE
 from peft import LoraConfig, PeftModel
 from safetensors.torch import load_file
 from test_adapters import crash_and_resume, crashable
@@ -30,10 +29,8 @@ MERGE = {"method": "ties", "density": 0.5}
 
 
 @pytest.fixture(scope="module")
-def recipe(tmp_path_factory, tiny_cached):
-    path = tmp_path_factory.mktemp("recipe") / "small.toml"
-    path.write_text(SMALL_RECIPE)
-    return path
+def recipe(small_recipe, tiny_cached):
+    return small_recipe
 
 
 def _spec(recipe, strategy: str, **params) -> RunSpec:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SMALL_RECIPE
 from safetensors.torch import load_file
 
 from cltune.analysis.runs import load_run, read_events, read_results
@@ -88,10 +87,8 @@ def _assert_same_run(resumed: Path, reference: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def recipe(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("recipe") / "small.toml"
-    path.write_text(SMALL_RECIPE)
-    return path
+def recipe(small_recipe) -> Path:
+    return small_recipe
 
 
 @pytest.fixture(scope="module")
