@@ -41,10 +41,12 @@ from cltune.evaluation.evaluator import evaluate
 from cltune.matrix import AccuracyMatrix
 from cltune.models.scopes import set_trainable
 from cltune.strategies.config import TrainConfig
-from cltune.strategies.template import Template
+from cltune.strategies.template import Template, make_adamw
 from cltune.utils import derive_seed, seed_everything
 
 TASK_LABELS = "targets_task_labels"  # the key AvalancheDataset adds to dict items
+# Training options the bridge's loop does not reproduce: they must keep TrainConfig's defaults.
+UNMIRRORED_OPTIONS = ("lr_schedule", "warmup_steps", "precision", "gradient_checkpointing")
 
 
 class EncodedRows(Dataset):
@@ -163,12 +165,7 @@ class HuggingFaceNaive(Naive):
                 f"HuggingFaceNaive trains without gradient accumulation; got grad_accum={config.grad_accum}, "
                 "set it to 1 (or raise batch_size)"
             )
-        plain = {
-            "lr_schedule": "constant",
-            "warmup_steps": 0,
-            "precision": "fp32",
-            "gradient_checkpointing": False,
-        }
+        plain = {key: getattr(TrainConfig(), key) for key in UNMIRRORED_OPTIONS}
         changed = {key: getattr(config, key) for key, value in plain.items() if getattr(config, key) != value}
         if changed:
             raise ValueError(
@@ -178,7 +175,7 @@ class HuggingFaceNaive(Naive):
         self.max_updates = 0
         super().__init__(
             model=model,
-            optimizer=self._adamw(model),
+            optimizer=make_adamw(model, config),
             train_mb_size=config.batch_size,
             train_epochs=config.epochs,
             eval_mb_size=config.eval_batch_size,
@@ -187,15 +184,9 @@ class HuggingFaceNaive(Naive):
             evaluator=evaluator or EvaluationPlugin(loggers=[]),
         )
 
-    def _adamw(self, model: nn.Module) -> torch.optim.Optimizer:
-        params = [p for p in model.parameters() if p.requires_grad]
-        if not params:
-            raise ValueError("nothing to train: no parameter of the model requires grad")
-        return torch.optim.AdamW(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
-
     def make_optimizer(self, **kwargs: Any) -> None:
         """A fresh AdamW for every experience, as in cltune (no optimizer state crosses tasks)."""
-        self.optimizer = self._adamw(self.model)
+        self.optimizer = make_adamw(self.model, self.config)
 
     def make_train_dataloader(self, **kwargs: Any) -> None:
         """Seed the experience and shuffle its rows with cltune's per-experience generator

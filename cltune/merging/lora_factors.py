@@ -49,7 +49,7 @@ def merge_lora_factors(
     if len(weights) != len(state_dicts):
         raise ValueError(f"got {len(weights)} weights for {len(state_dicts)} adapters")
     factors = [lora_factors(sd) for sd in state_dicts]
-    _check_same_shapes(factors)
+    rank = _common_rank(factors)
     if isinstance(params.get("rng"), int):  # one generator for every module and both factors
         params["rng"] = as_generator(params["rng"], next(iter(factors[0].values()))[0].device)
     state: dict[str, Tensor] = {}
@@ -64,7 +64,6 @@ def merge_lora_factors(
             tensors = [{module: f[module][side == "B"].float()} for f in factors]
             merged = merge_state_dicts(tensors, method, side_weights, **params)[module]
             state[f"{module}.lora_{side}.weight"] = merged
-    rank = next(iter(factors[0].values()))[0].shape[0]
     config = dataclasses.replace(
         configs[0],
         r=rank,
@@ -78,7 +77,8 @@ def merge_lora_factors(
     return MergedLora(state, config)
 
 
-def _check_same_shapes(factors: Sequence[Mapping[str, tuple[Tensor, Tensor]]]) -> None:
+def _common_rank(factors: Sequence[Mapping[str, tuple[Tensor, Tensor]]]) -> int:
+    """The one rank of every adapter's factors; ValueError if ranks or targeted modules differ."""
     ranks = sorted({a.shape[0] for adapter in factors for a, _ in adapter.values()})
     if len(ranks) > 1:
         raise ValueError(
@@ -91,3 +91,4 @@ def _check_same_shapes(factors: Sequence[Mapping[str, tuple[Tensor, Tensor]]]) -
             "merging LoRA factors needs adapters on the same modules; give them the same target "
             "modules, or merge the exact ΔW instead (merge_lora_adapters)"
         )
+    return ranks[0]

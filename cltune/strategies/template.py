@@ -27,6 +27,14 @@ class NonFiniteLoss(FloatingPointError):
     """The loss became NaN or infinite during an experience."""
 
 
+def make_adamw(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    """A fresh AdamW (``lr``, ``weight_decay``) over the parameters of ``model`` that require grad."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"nothing to train: no parameter of scope {config.scope!r} requires grad")
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+
+
 def enable_gradient_checkpointing(model: nn.Module) -> None:
     """Hugging Face gradient checkpointing (non-reentrant, so frozen inputs need no gradient)."""
     target = model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -91,12 +99,8 @@ class Template:
         return {n: p for n, p in self.model.named_parameters() if n in self.touched}
 
     def make_optimizer(self) -> torch.optim.Optimizer:
-        trainable = self.trainable_parameters()
-        self.touched.update(trainable)
-        params = list(trainable.values())
-        if not params:
-            raise ValueError(f"nothing to train: no parameter of scope {self.config.scope!r} requires grad")
-        return torch.optim.AdamW(params, lr=self.config.lr, weight_decay=self.config.weight_decay)
+        self.touched.update(self.trainable_parameters())
+        return make_adamw(self.model, self.config)
 
     def autocast(self) -> torch.autocast:
         """The forward passes' autocast: bfloat16 with ``precision="bf16"``, else disabled."""
