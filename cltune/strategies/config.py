@@ -45,7 +45,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum", "eval_batch_size", "max_new_tokens"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not _is_int(value) or value < 1:
                 raise ValueError(f"training option {name} must be a positive integer, got {value!r}")
         if self.max_steps is not None and (not isinstance(self.max_steps, int) or self.max_steps < 1):
             raise ValueError(f"training option max_steps must be a positive integer, got {self.max_steps!r}")
@@ -63,13 +63,9 @@ class TrainConfig:
         for name in ("scope", "device"):
             if not isinstance(getattr(self, name), str):
                 raise ValueError(f"training option {name} must be a string, got {getattr(self, name)!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+        if not _is_int(self.seed):
             raise ValueError(f"training option seed must be an integer, got {self.seed!r}")
-        if (
-            isinstance(self.warmup_steps, bool)
-            or not isinstance(self.warmup_steps, int)
-            or self.warmup_steps < 0
-        ):
+        if not _is_int(self.warmup_steps) or self.warmup_steps < 0:
             raise ValueError(
                 f"training option warmup_steps must be an integer >= 0, got {self.warmup_steps!r}"
             )
@@ -123,6 +119,10 @@ class TrainConfig:
         if self.device == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
         return self.device
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _is_number(value: Any) -> bool:
