@@ -41,7 +41,18 @@ def tiny(tiny_cached, default_stream):
     return load_model("tiny", pretrain_tasks=default_stream.general, seed=default_stream.seed)
 
 
-SMALL_RECIPE = """
+# The default stream's general task (so the cached tiny model, pre-trained on it, is reused), at a
+# small test size.
+DIGIT_GENERAL = """
+[[general]]
+name = "digit"
+source = "digits"
+question_type = "label"
+train_size = 1300
+test_size = 16
+"""
+
+SMALL_RECIPE = f"""
 name = "small"
 seed = 0
 description = "a reduced default stream for tests"
@@ -60,13 +71,7 @@ name = "greater_than_4"
 source = "digits"
 question_type = "greater_than_4"
 
-[[general]]
-name = "digit"
-source = "digits"
-question_type = "label"
-train_size = 1300
-test_size = 16
-
+{DIGIT_GENERAL}
 [train]
 lr = 1e-3
 epochs = 1

@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+from conftest import DIGIT_GENERAL
 
 from cltune.data.recipe import build_stream, read_recipe
 
@@ -98,16 +99,6 @@ def test_data_folder_without_the_files_names_the_fix(module, filename, tmp_path,
         cached.cache_clear()
 
 
-COIN_GENERAL = """
-[[general]]
-name = "digit"
-source = "digits"
-question_type = "label"
-train_size = 1300
-test_size = 16
-"""
-
-
 def _write_coin_task(folder, name: str, question: str, answer_of, rows: dict[str, np.ndarray]) -> None:
     """A CoIN-style task: ``{name}/train.json``, ``{name}/test.json`` and images under ``images/``."""
     from PIL import Image
@@ -151,7 +142,7 @@ def test_coin_format_stream_runs_end_to_end(tmp_path, tiny_cached):
         for n in ("Parity", "Small")
     )
     recipe.write_text(
-        f'name = "coin-mini"\nseed = 0\n{tasks}{COIN_GENERAL}\n[train]\nlr = 1e-3\nbatch_size = 16\n'
+        f'name = "coin-mini"\nseed = 0\n{tasks}{DIGIT_GENERAL}\n[train]\nlr = 1e-3\nbatch_size = 16\n'
     )
     result = cltune.run(recipe, "naive", model="tiny", out=tmp_path / "runs", max_steps=4, progress=False)
     assert result.matrix.values.shape == (3, 3)
