@@ -7,11 +7,14 @@ import ast
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tomllib
 
 from cltune.analysis.artefacts import ANALYSES
+
+if TYPE_CHECKING:
+    from cltune.experiment import RunSpec
 
 DEFAULT_STRATEGIES = ("naive", "replay", "lora")
 SUMMARY_METRICS = ("mft", "mfn", "bwt", "forgetting_chaudhry", "general_change")
@@ -92,6 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
         "wandb (default: the recipe's [train] loggers, else none)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument(
+        "--launcher",
+        default="none",
+        help="none (this process) or accelerate: run again under `accelerate launch` (DDP on several "
+        "processes; its config from `accelerate config`, or --num-processes) (default: none)",
+    )
+    run.add_argument(
+        "--num-processes",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --launcher accelerate: N processes on this machine (overrides accelerate's config)",
+    )
     _add_analysis_options(run, "analyses of every run before the report", default=",".join(ANALYSES))
     run.add_argument("--no-report", action="store_true", help="do not write <out>/report/")
 
@@ -202,11 +218,11 @@ def _print_comparison(run_dirs: list[Path]) -> None:
     print("(* best in its column)")
 
 
-def command_run(args: argparse.Namespace) -> int:
-    from cltune.data.recipe import build_stream, read_recipe
-    from cltune.experiment import WRITABLE_FIX, RunSpec, run_experiment
+def _plan_runs(args: argparse.Namespace) -> list[RunSpec]:
+    """The run specs of ``cltune run``, every input checked (nothing is written)."""
+    from cltune.data.recipe import read_recipe
+    from cltune.experiment import RunSpec
     from cltune.strategies.registry import build_preset, get_factory
-    from cltune.utils import ensure_writable_dir
 
     recipe = read_recipe(args.recipe)
     train_options = _parse_settings(args.train)
@@ -231,17 +247,38 @@ def command_run(args: argparse.Namespace) -> int:
     ]
     for spec in specs:  # strategy parameters out of range: an error before any work
         build_preset(spec.strategy, **spec.strategy_params)
-    recipe = specs[0].recipe
+    return specs
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from cltune import distributed
+    from cltune.data.recipe import build_stream
+    from cltune.experiment import WRITABLE_FIX, run_experiment
+    from cltune.launch import check_launcher, relaunch
+    from cltune.utils import ensure_writable_dir
+
+    check_launcher(args.launcher, args.num_processes)
+    specs = _plan_runs(args)
     started = time.perf_counter()
     analyses = _analyses(args)
-    ensure_writable_dir(args.out, "the output folder", WRITABLE_FIX)
-    stream = build_stream(recipe)
-    print(f"stream {stream.name!r}: tasks {stream.task_names}, general {stream.general_names}")
+    distributed.init(specs[0].train.resolved_device())
+    main = distributed.is_main_process()  # under accelerate launch, only the main process writes and prints
+    if main:
+        ensure_writable_dir(args.out, "the output folder", WRITABLE_FIX)
+    if args.launcher == "accelerate":
+        return relaunch(args.argv, args.num_processes)
+    with distributed.main_process_first():
+        stream = build_stream(specs[0].recipe)
+    if main:
+        print(f"stream {stream.name!r}: tasks {stream.task_names}, general {stream.general_names}")
     zero_shot: dict = {}
     results = []
     for spec in specs:
-        print(f"== {spec.run_name()}")
+        if main:
+            print(f"== {spec.run_name()}")
         results.append(run_experiment(spec, args.out, stream, zero_shot, progress=not args.quiet))
+    if not main:
+        return 0
     run_dirs = [result.run_dir for result in results]
     if analyses:
         _analyze(run_dirs, analyses, args.method, args.examples, strict=False)
@@ -300,7 +337,9 @@ def command_list(_: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # for --launcher accelerate, which runs the same command again
     handler = {
         "run": command_run,
         "report": command_report,

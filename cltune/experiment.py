@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
+from cltune import distributed
 from cltune.analysis import cl_metrics
 from cltune.analysis.runs import read_config, read_results
 from cltune.data.encode import Encoder
@@ -183,20 +184,25 @@ def _runtime(device: torch.device) -> dict[str, Any]:
         "deterministic_algorithms": deterministic,
         "threads": torch.get_num_threads(),
         "note": note,
+        **distributed.launch_facts(),
     }
 
 
 class RunDirectory:
-    """Reads and writes the files of one run directory."""
+    """Reads and writes the files of one run directory; with ``writes=False`` (a process other than
+    the main one of a multi-process run) it reads only, and every write is skipped."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, writes: bool = True):
         self.path = Path(path)
+        self.writes = writes
 
     @property
     def results_path(self) -> Path:
         return self.path / "results.json"
 
     def log(self, event: str, **fields: Any) -> None:
+        if not self.writes:
+            return
         with open(self.path / "events.jsonl", "a") as f:
             f.write(json.dumps({"time": time.time(), "event": event, **fields}) + "\n")
 
@@ -224,6 +230,8 @@ class RunDirectory:
         A killed run may have left temporary files of atomic writes and a torn last line in
         ``events.jsonl``; both are removed, and an event says so.
         """
+        if not self.writes:
+            return
         ensure_writable_dir(self.path, "the run directory", WRITABLE_FIX)
         repaired = [str(p.relative_to(self.path)) for p in remove_stale_temporaries(self.path)]
         if self._drop_torn_event():
@@ -245,6 +253,8 @@ class RunDirectory:
     def save_checkpoint(self, stage: int, params: dict[str, torch.Tensor], plugin_states: list) -> None:
         """Trained parameters and plugin state after ``stage``; ``stage.json``, written last, marks
         the checkpoint whole."""
+        if not self.writes:
+            return
         folder = self.path / f"checkpoint-{stage}"
         tensors = {n: p.detach().to("cpu").clone().contiguous() for n, p in params.items()}
         atomic_write_bytes(folder / "params.safetensors", safetensors_bytes(tensors))
@@ -253,7 +263,13 @@ class RunDirectory:
         atomic_write_bytes(folder / "plugins.pt", buffer.getvalue())
         atomic_write_json(folder / "stage.json", {"stage": stage})
 
+    def save_results(self, results: dict[str, Any]) -> None:
+        if self.writes:
+            atomic_write_json(self.results_path, results)
+
     def drop_checkpoints_except(self, stage: int) -> None:
+        if not self.writes:
+            return
         for folder in self.path.glob("checkpoint-*"):
             if folder.name != f"checkpoint-{stage}":
                 shutil.rmtree(folder, ignore_errors=True)
@@ -270,6 +286,8 @@ class RunDirectory:
         return params, states
 
     def save_predictions(self, stage: int, scores: list[TaskScore]) -> None:
+        if not self.writes:
+            return
         atomic_write_json(
             self.path / "predictions" / f"stage-{stage}.json", {s.task: s.predictions for s in scores}
         )
@@ -300,29 +318,38 @@ def run_experiment(
 ) -> RunResult:
     """Train ``spec.strategy`` through the stream, evaluating every task after every stage.
 
+    Under ``accelerate launch`` every process runs this (see :mod:`cltune.distributed`): training
+    batches and evaluation are shared out, and only the main process writes the run directory.
+
     ``zero_shot`` is a cache shared by runs of one invocation: row 0 depends only on the model,
     the stream and the evaluation options, so it is computed once for all strategies.
     """
-    run = RunDirectory(Path(out) / spec.run_name())
+    distributed.init(spec.train.resolved_device())
+    main = distributed.is_main_process()
+    run = RunDirectory(Path(out) / spec.run_name(), writes=main)
     config = spec.to_dict()
     previous = run.previous(config)
+    distributed.wait_for_everyone()  # every process has read the directory before it changes
     if previous and previous.get("finished"):
         matrix = AccuracyMatrix.from_dict(previous["matrix"])
         return RunResult(run.path, matrix, previous["summary"], previous)
     # Every input is checked before the run directory records anything.
     preset = build_preset(spec.strategy, **spec.strategy_params)
     stream = stream or build_stream(spec.recipe)
-    ensure_writable_dir(out, "the output folder", WRITABLE_FIX)
+    if main:
+        ensure_writable_dir(out, "the output folder", WRITABLE_FIX)
     experiences = _experiences(stream, preset.joint)
     eval_tasks = [*stream.tasks, *stream.general]
     use_deterministic_algorithms()
 
     started = time.perf_counter()
-    model, processor = load_model(spec.model, pretrain_tasks=stream.general, seed=stream.seed)
+    with distributed.main_process_first():  # the main process pre-trains and caches a built-in model
+        model, processor = load_model(spec.model, pretrain_tasks=stream.general, seed=stream.seed)
     encoder = Encoder(processor, spec.model)
+    progress = progress and main
     run.start(config)
-    run.log("start", resume=previous is not None)
-    loggers = build_loggers(spec.loggers, run.path, config)
+    run.log("start", resume=previous is not None, **distributed.launch_facts())
+    loggers = build_loggers(spec.loggers, run.path, config) if main else []
     try:
         timings = previous["timings"] if previous else {"load_model_s": 0.0, "stages": []}
         timings["load_model_s"] += time.perf_counter() - started
@@ -353,7 +380,7 @@ def run_experiment(
 
         model = preset.prepare(base.model, spec.train.scope)
         strategy = Template(model, encoder, spec.train, [*preset.plugins, *loggers], progress=progress)
-        strategy.run_dir = run.path
+        strategy.run_dir = run.path if main else None
         for plugin in preset.plugins:
             if hasattr(plugin, "attach_tasks"):
                 plugin.attach_tasks(stream.tasks)
@@ -364,6 +391,7 @@ def run_experiment(
                 plugin.load_state_dict(state)
             _load_params(strategy.model, params)
             strategy.touched.update(params)
+            distributed.wait_for_everyone()  # every process has read the checkpoint
             run.drop_checkpoints_except(finished)  # a kill may have interrupted the last clean-up
             run.log("resumed", after_stage=finished)
 
@@ -389,7 +417,7 @@ def run_experiment(
                 "runtime": _runtime(strategy.device),
                 "extra": strategy.extra_results,
             }
-            atomic_write_json(run.results_path, results)
+            run.save_results(results)
             return results
 
         for experience in experiences[finished:]:

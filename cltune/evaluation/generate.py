@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from cltune import distributed
 from cltune.data.encode import collate
 from cltune.data.task import Task
 
@@ -35,14 +36,15 @@ def generate_answers(strategy, task: Task, progress: bool = True) -> list[str]:
     """Greedy answers to every test question of ``task``, in row order.
 
     Rows are batched by prompt length (less padding), left-padded, and restored to row order.
+    Under several processes each takes every n-th of these batches and the answers are gathered.
     """
     encoder, model, config = strategy.encoder, strategy.model, strategy.config
     features = [encoder.encode(task.test, i, task.name, train=False) for i in range(len(task.test))]
     order = sorted(range(len(features)), key=lambda i: features[i]["input_ids"].shape[1])
     budget = answer_token_budget(encoder, task, config.max_new_tokens)
-    answers: list[str] = [""] * len(features)
+    answers: dict[int, str] = {}
     model.eval()
-    batches = range(0, len(order), config.eval_batch_size)
+    batches = distributed.strided_share(range(0, len(order), config.eval_batch_size))
     for start in tqdm(batches, desc=f"eval {task.name}", unit="batch", disable=not progress, leave=False):
         index = order[start : start + config.eval_batch_size]
         batch = strategy.to_device(collate([features[i] for i in index], encoder.pad_id, left=True))
@@ -59,4 +61,4 @@ def generate_answers(strategy, task: Task, progress: bool = True) -> list[str]:
             index, encoder.tokenizer.batch_decode(new_tokens, skip_special_tokens=True), strict=True
         ):
             answers[i] = text.strip()
-    return answers
+    return distributed.gather_rows(answers, len(features))

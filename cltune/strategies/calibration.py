@@ -2,32 +2,67 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 
 import torch
 from torch import Tensor, nn
 
+from cltune import distributed
 from cltune.data.encode import collate
 from cltune.utils import derive_seed
 
 
 def experience_batches(
-    strategy, max_batches: int | None = None, purpose: str = "calibration"
+    strategy, max_batches: int | None = None, purpose: str = "calibration", shard: bool = False
 ) -> Iterator[dict]:
     """Up to ``max_batches`` training batches of ``strategy.experience`` (all of one epoch if None).
 
     Batches have the template's ``batch_size`` and are drawn in an order seeded from
     (seed, ``purpose``, experience index), so a run is reproducible and the order differs from
-    the training order. Each batch is a ``model(**batch)`` dict on the strategy's device.
+    the training order. Each batch is a ``model(**batch)`` dict on the strategy's device. With
+    ``shard`` each of several processes gets every n-th of these batches.
     """
     if max_batches is not None and max_batches < 1:
         raise ValueError(f"max_batches must be a positive integer or None, got {max_batches!r}")
     seed = derive_seed(strategy.config.seed, purpose, strategy.experience.index)
     generator = torch.Generator().manual_seed(seed)
+    rank, processes = (distributed.process_index(), distributed.num_processes()) if shard else (0, 1)
     for i, rows in enumerate(strategy._epoch_batches(strategy.experience.rows, generator)):
         if max_batches is not None and i >= max_batches:
             return
-        yield strategy.to_device(collate(strategy.encode_rows(rows, True), strategy.encoder.pad_id))
+        if i % processes == rank:
+            yield strategy.to_device(collate(strategy.encode_rows(rows, True), strategy.encoder.pad_id))
+
+
+def experience_importance(
+    strategy,
+    measure: Callable[..., dict[str, Tensor]],
+    params: dict[str, nn.Parameter],
+    max_batches: int | None,
+    purpose: str,
+    **options,
+) -> dict[str, Tensor]:
+    """``measure(model, params, batches, **options)`` on the experience's calibration batches.
+
+    Under several processes each scores its share of the batches (every n-th) and the scores are
+    averaged over processes, weighted by their batch counts (accelerate's ``reduce``), so every
+    process holds the same importance. For the measures that average over batches (Fisher, MAS)
+    this equals the single-process measure; for GMT's |Σ_b ∇L| it is the mean of each process's
+    |Σ ∇L| over its batches, which ranks entries alike but is not the same number.
+    """
+    batches = experience_batches(strategy, max_batches, purpose, shard=distributed.active())
+    if not distributed.active():
+        return measure(strategy.model, params, batches, **options)
+    total = math.ceil(len(strategy.experience.rows) / strategy.config.batch_size)
+    total = total if max_batches is None else min(total, max_batches)
+    mine = len(range(distributed.process_index(), total, distributed.num_processes()))
+    if mine:
+        scores = measure(strategy.model, params, batches, **options)
+    else:  # fewer batches than processes: this one scores nothing and has weight 0
+        dtype = options.get("dtype") or torch.float32
+        scores = {name: torch.zeros_like(p, dtype=dtype) for name, p in params.items()}
+    return distributed.weighted_mean(scores, mine)
 
 
 def scope_params(strategy, method: str) -> dict[str, nn.Parameter]:

@@ -11,7 +11,7 @@ F* ← γ·F* + F_t and θ* ← θ_t, so memory does not grow with the number of
 from __future__ import annotations
 
 from cltune.selective.importance import fisher
-from cltune.strategies.calibration import experience_batches, scope_params
+from cltune.strategies.calibration import experience_importance, scope_params
 from cltune.strategies.registry import Preset, register
 from cltune.strategies.regularizer import QuadraticPenalty, accumulated, anchor_of, check_strength
 
@@ -30,8 +30,7 @@ class EWCPlugin(QuadraticPenalty):
 
     def consolidate(self, strategy) -> None:
         params = scope_params(strategy, self.method)
-        batches = experience_batches(strategy, self.fisher_batches, self.method)
-        importance = fisher(strategy.model, params, batches)
+        importance = experience_importance(strategy, fisher, params, self.fisher_batches, self.method)
         if self.mode == "separate":
             self.terms.append((importance, anchor_of(params)))
         else:

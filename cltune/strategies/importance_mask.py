@@ -18,7 +18,7 @@ from torch import nn
 from cltune.selective import IMPORTANCE_MEASURES, get_importance, topk_masks
 from cltune.selective.auto_ratio import auto_ratio
 from cltune.selective.masks import Granularity, Masks
-from cltune.strategies.calibration import experience_batches
+from cltune.strategies.calibration import experience_importance
 from cltune.strategies.registry import Preset, register
 from cltune.strategies.selective_plugin import MaskPlugin, check_mask_options
 from cltune.utils import unknown_name_error
@@ -46,8 +46,9 @@ class ImportanceMaskPlugin(MaskPlugin):
 
     def choose_masks(self, strategy, params: dict[str, nn.Parameter]) -> tuple[Masks, dict[str, float]]:
         measure = get_importance(self.importance)
-        batches = experience_batches(strategy, self.calibration_batches, self.method)
-        scores = measure(strategy.model, params, batches, dtype=torch.bfloat16)
+        scores = experience_importance(
+            strategy, measure, params, self.calibration_batches, self.method, dtype=torch.bfloat16
+        )
         ratio = auto_ratio(scores) if self.ratio == "auto" else float(self.ratio)
         return topk_masks(scores, ratio, self.granularity), {"ratio": ratio}
 

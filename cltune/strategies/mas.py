@@ -9,7 +9,7 @@ each experience, answer-token logits) accumulated over tasks, θ* the weights af
 from __future__ import annotations
 
 from cltune.selective.importance import mas as mas_importance
-from cltune.strategies.calibration import experience_batches, scope_params
+from cltune.strategies.calibration import experience_importance, scope_params
 from cltune.strategies.registry import Preset, register
 from cltune.strategies.regularizer import QuadraticPenalty, accumulated, anchor_of
 
@@ -23,8 +23,7 @@ class MASPlugin(QuadraticPenalty):
 
     def consolidate(self, strategy) -> None:
         params = scope_params(strategy, self.method)
-        batches = experience_batches(strategy, self.mas_batches, self.method)
-        importance = mas_importance(strategy.model, params, batches)
+        importance = experience_importance(strategy, mas_importance, params, self.mas_batches, self.method)
         self.terms = [(accumulated(self.terms, importance), anchor_of(params))]
 
 

@@ -10,10 +10,12 @@ and records their density and Jaccard overlap with the previous experience's mas
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from torch import Tensor, nn
 
+from cltune import distributed
 from cltune.selective import MaskedUpdate, density, jaccard, pack_bits, save_masks, unpack_bits
 from cltune.selective.masks import Masks
 from cltune.strategies.calibration import scope_params
@@ -34,6 +36,22 @@ def check_mask_options(method: str, ratio: float | str, granularity: str, allow_
         raise ValueError(f"{method}: granularity must be one of {GRANULARITIES}, got {granularity!r}")
 
 
+def same_on_every_process(packed: dict[str, tuple[Tensor, list[int]]], experience: str) -> list[str]:
+    """The SHA-256 of each process's own masks (gathered); a RuntimeError if they differ."""
+    digest = hashlib.sha256()
+    for name in sorted(packed):
+        bits, shape = packed[name]
+        digest.update(f"{name}{shape}".encode())
+        digest.update(bits.numpy().tobytes())
+    digests = distributed.gather_object(digest.hexdigest())
+    if len(set(digests)) > 1:
+        raise RuntimeError(
+            f"the masks of experience {experience!r} differ between processes ({digests}); "
+            "a selective strategy must compute its importance from reduced scores (see docs/DISTRIBUTED.md)"
+        )
+    return digests
+
+
 class MaskRecorder:
     """Saves each experience's masks and keeps their statistics (packed, 1 bit per entry)."""
 
@@ -52,6 +70,8 @@ class MaskRecorder:
             **info,
         }
         self._previous = {n: (pack_bits(m), list(m.shape)) for n, m in cpu.items()}
+        if distributed.active():
+            self.stats[name]["process_digests"] = same_on_every_process(self._previous, name)
         strategy.extra_results["masks"] = dict(self.stats)
         if strategy.run_dir is not None:
             path = strategy.run_dir / "analysis" / f"masks-{name}.safetensors"

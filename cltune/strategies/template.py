@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from cltune import distributed
 from cltune.data.encode import Encoder, collate
 from cltune.data.task import Task
 from cltune.strategies.config import TrainConfig
@@ -62,9 +63,10 @@ class Template:
         progress: bool = True,
     ):
         self.config = config
-        self.device = torch.device(config.resolved_device())
+        self.device = distributed.device(config.resolved_device())
         config.check_precision(self.device.type)
         self.model = model.to(self.device)
+        self.forward_model = self.model  # the training forward pass: the model, or its DDP wrapper
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(self.model)
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
@@ -77,6 +79,7 @@ class Template:
         self.mb_examples: list[tuple[Task, int]] = []
         self.mbatch: dict[str, torch.Tensor] = {}
         self.mb_output: Any = None
+        self.mb_weight = 1.0  # this process's share of the minibatch loss (1 in one process)
         self.loss: torch.Tensor | None = None
         self.epoch = 0
         self.iteration = 0
@@ -139,6 +142,7 @@ class Template:
         generator = torch.Generator().manual_seed(seed)
         self.call("adapt_model")
         self.optimizer = self.make_optimizer()
+        self.forward_model = distributed.prepare_model(self.model)
         self.model.train()
         self.call("before_training_exp")
         rows = experience.rows
@@ -165,25 +169,29 @@ class Template:
                 break
         bar.close()
         self.optimizer.zero_grad(set_to_none=True)  # drop a partial accumulation
+        self.forward_model = self.model
+        distributed.release()
         self.call("after_training_exp")
         self.model.eval()
 
     def _training_iteration(self, bar: tqdm) -> None:
         self.call("before_training_iteration")
+        self.mb_examples, self.mb_weight = distributed.minibatch_share(self.mb_examples)
         self.mbatch = self.to_device(collate(self.encode_rows(self.mb_examples, True), self.encoder.pad_id))
         self.call("before_forward")
         with self.autocast():
-            self.mb_output = self.model(**self.mbatch)
+            self.mb_output = self.forward_model(**self.mbatch)
         self.call("after_forward")
         self.loss = self.mb_output.loss
         self.call("before_backward")
-        if not torch.isfinite(self.loss):
+        if not distributed.all_finite(self.loss):
             raise NonFiniteLoss(
                 f"loss is {self.loss.item()} at epoch {self.epoch}, iteration {self.iteration} of "
                 f"experience {self.experience.name!r}; lower the learning rate ({self.config.lr}) or "
                 "check the data. Finished experiences are kept in results.json"
             )
-        (self.loss / self.config.grad_accum).backward()
+        loss = self.loss if self.mb_weight == 1.0 else self.loss * self.mb_weight
+        distributed.backward(loss / self.config.grad_accum)
         self.call("after_backward")
         self.micro_step += 1  # counted across epochs, so accumulation never straddles a reset
         if self.micro_step % self.config.grad_accum == 0:

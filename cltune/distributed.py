@@ -1,0 +1,209 @@
+"""Several processes through Hugging Face accelerate (DDP); everything is a no-op in one process.
+
+A run started by ``accelerate launch`` (or ``cltune run --launcher accelerate``) has several
+processes. cltune then uses accelerate's own objects only: one ``Accelerator`` (its process group,
+device and ``prepare_model``, which wraps the model in PyTorch DDP for the training forward pass),
+``accelerator.backward``, ``gather_object`` and ``reduce``. The division of work:
+
+- training: each process takes a contiguous share of every seeded minibatch
+  (:func:`minibatch_share`), so one update still sees ``batch_size`` rows; DDP averages the
+  gradients, and each share's loss is weighted by its rows so the average is the row-weighted
+  mean of the single-process batch;
+- evaluation: each process generates the answers of every n-th batch of the single-process
+  batching (same batches, so the same answers) and the answers are gathered (:func:`gather_rows`);
+- importances measured from data: each process scores every n-th calibration batch and the scores
+  are averaged over processes, weighted by batches (:func:`weighted_mean`);
+- files: only the main process writes (:func:`is_main_process`).
+
+Without a multi-process launch (``WORLD_SIZE`` unset or 1) nothing here imports accelerate, wraps
+the model or changes a number.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, TypeVar
+
+import torch
+
+T = TypeVar("T")
+_WORLD_SIZE_ENV = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+_accelerator: Any = None
+
+
+def world_size() -> int:
+    """Processes the launcher started (the variables accelerate's launchers set; 1 when unset)."""
+    for name in _WORLD_SIZE_ENV:
+        if os.environ.get(name):
+            return int(os.environ[name])
+    return 1
+
+
+def active() -> bool:
+    """Whether this process is one of several."""
+    return world_size() > 1
+
+
+def init(device: str) -> None:
+    """Create the run's ``Accelerator`` (once) when several processes run; ``device`` is cltune's
+    resolved device (``cpu`` gives gloo DDP on the CPU, ``cuda`` one GPU per process).
+
+    Raises a ValueError for what cltune cannot run: accelerate's own mixed precision (cltune's
+    ``precision`` option sets it) and FSDP, DeepSpeed, Megatron-LM or XLA (see docs/DISTRIBUTED.md).
+    """
+    global _accelerator
+    if _accelerator is not None or not active():
+        return
+    precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if precision != "no":
+        raise ValueError(
+            f"the accelerate configuration asks for mixed_precision={precision!r}; cltune sets precision "
+            "itself: set mixed_precision: 'no' in the accelerate config and pass --set precision=bf16"
+        )
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, DistributedType
+
+    accelerator = Accelerator(
+        cpu=device == "cpu",
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
+    )
+    kind = accelerator.distributed_type
+    if kind == DistributedType.NO or not kind.value.startswith("MULTI_"):
+        raise ValueError(
+            f"accelerate distributed_type {kind.value} is not supported by cltune: its strategies read and "
+            "edit whole parameters, gradients and optimizer state by name (masks, penalties, merges), which "
+            "FSDP, DeepSpeed and Megatron-LM shard; use a DDP configuration (distributed_type: MULTI_GPU, "
+            "e.g. examples/accelerate/ddp.yaml, or --num-processes N)"
+        )
+    _accelerator = accelerator
+
+
+def accelerator() -> Any:
+    """The run's ``Accelerator`` (created for the default device if :func:`init` was not called)."""
+    if _accelerator is None:
+        init("cuda" if torch.cuda.is_available() else "cpu")
+    return _accelerator
+
+
+def is_main_process() -> bool:
+    """True in a single process and in rank 0 of several: the process that writes files."""
+    return not active() or accelerator().is_main_process
+
+
+def process_index() -> int:
+    return accelerator().process_index if active() else 0
+
+
+def num_processes() -> int:
+    return accelerator().num_processes if active() else 1
+
+
+def device(default: str) -> torch.device:
+    """The device of this process: accelerate's (one GPU per process) when several run."""
+    return accelerator().device if active() else torch.device(default)
+
+
+def main_process_first() -> AbstractContextManager:
+    """The main process runs the block first (e.g. pre-training and caching a model), then the others."""
+    return accelerator().main_process_first() if active() else nullcontext()
+
+
+def wait_for_everyone() -> None:
+    if active():
+        accelerator().wait_for_everyone()
+
+
+def prepare_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The module the training forward pass runs through: ``model`` itself in one process, its DDP
+    wrapper (``accelerator.prepare_model``) under several. Build it after the trainable parameters
+    of an experience are set (DDP registers them), and :func:`release` it at the experience's end."""
+    return accelerator().prepare_model(model) if active() else model
+
+
+def release() -> None:
+    """Drop accelerate's references to the models it prepared (and their DDP buffers)."""
+    if active():
+        accelerator().free_memory()
+
+
+def backward(loss: torch.Tensor) -> None:
+    """``loss.backward()``; ``accelerator.backward`` under several processes (DDP all-reduces)."""
+    if active():
+        accelerator().backward(loss)
+    else:
+        loss.backward()
+
+
+def minibatch_share(rows: Sequence[T]) -> tuple[list[T], float]:
+    """This process's contiguous share of a minibatch (accelerate's ``split_between_processes``) and
+    the weight of its loss, ``len(share) · processes / len(rows)``, so that DDP's average of the
+    weighted share losses is the row-weighted mean over the whole minibatch. A process left without
+    rows (fewer rows than processes) runs the last row with weight 0: DDP needs every process."""
+    rows = list(rows)
+    if not active():
+        return rows, 1.0
+    with accelerator().split_between_processes(rows) as share:
+        share = list(share)
+    if not share:
+        return rows[-1:], 0.0
+    return share, len(share) * num_processes() / len(rows)
+
+
+def strided_share(items: Sequence[T]) -> list[T]:
+    """Every n-th item from this process's index: an even split of ordered work (evaluation batches
+    sorted by length, calibration batches)."""
+    return list(items)[process_index() :: num_processes()]
+
+
+def gather_object(obj: T) -> list[T]:
+    """``[obj of process 0, obj of process 1, ...]`` (accelerate's ``gather_object``); ``[obj]`` alone."""
+    if not active():
+        return [obj]
+    from accelerate.utils import gather_object as gather
+
+    return gather([obj])
+
+
+def gather_rows(answers: dict[int, str], n: int) -> list[str]:
+    """The answers of rows ``0..n-1``, each computed by one process, gathered on every process."""
+    merged: dict[int, str] = {}
+    for part in gather_object(answers):
+        merged.update(part)
+    missing = sorted(set(range(n)) - set(merged))
+    if missing:
+        raise RuntimeError(f"no process answered rows {missing[:5]}")
+    return [merged[i] for i in range(n)]
+
+
+def weighted_mean(scores: dict[str, torch.Tensor], weight: float) -> dict[str, torch.Tensor]:
+    """Σ_p weight_p · scores_p / Σ_p weight_p over processes (accelerate's ``reduce``, in float32),
+    the same tensors on every process; ``scores`` unchanged in one process."""
+    if not active():
+        return scores
+    from accelerate.utils import reduce
+
+    dtypes = {name: s.dtype for name, s in scores.items()}
+    total = reduce({name: s.float() * weight for name, s in scores.items()}, reduction="sum")
+    weights = reduce(torch.tensor(float(weight), device=device("cpu")), reduction="sum")
+    if float(weights) <= 0:
+        raise ValueError("no process had data to measure the importance on")
+    return {name: (s / weights).to(dtypes[name]) for name, s in total.items()}
+
+
+def all_finite(loss: torch.Tensor) -> bool:
+    """Whether the loss is finite on every process (so all processes stop together)."""
+    finite = torch.isfinite(loss.detach())
+    if not active():
+        return bool(finite)
+    from accelerate.utils import reduce
+
+    return bool(reduce(finite.float().reshape(1), reduction="sum") == num_processes())
+
+
+def launch_facts() -> dict[str, Any]:
+    """What the run directory records about a multi-process launch (nothing in one process)."""
+    if not active():
+        return {}
+    return {"processes": num_processes(), "distributed_type": accelerator().distributed_type.value}
