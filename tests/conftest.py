@@ -41,6 +41,22 @@ def tiny(tiny_cached, default_stream):
     return load_model("tiny", pretrain_tasks=default_stream.general, seed=default_stream.seed)
 
 
+@pytest.fixture(scope="session")
+def smol():
+    """The assembled ``smol`` model (pretrained LM and tower, untrained projector) and its processor.
+
+    Shared by the session: tests that change its weights work on a copy.
+    """
+    import torch
+
+    from cltune.models.loading import cache_dir
+    from cltune.models.smol.build import assemble
+
+    torch.manual_seed(0)
+    model, processor = assemble(cache_dir(), seed=0)
+    return model.eval(), processor
+
+
 # The default stream's general task (so the cached tiny model, pre-trained on it, is reused), at a
 # small test size.
 DIGIT_GENERAL = """

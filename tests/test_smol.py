@@ -13,16 +13,6 @@ from cltune.data.encode import Encoder, collate
 
 
 @pytest.fixture(scope="module")
-def smol():
-    from cltune.models.loading import cache_dir
-    from cltune.models.smol.build import assemble
-
-    torch.manual_seed(0)
-    model, processor = assemble(cache_dir(), seed=0)
-    return model.eval(), processor
-
-
-@pytest.fixture(scope="module")
 def image_batch(smol):
     from cltune.data.sources.captions import captions
 

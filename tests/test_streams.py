@@ -41,7 +41,7 @@ def test_split_streams_have_five_two_class_tasks(name, classes):
     for task, wanted in zip(stream.tasks, classes, strict=True):
         assert set(task.train["answer"]) == wanted and set(task.test["answer"]) <= wanted
         assert task.test[0]["image"].size[0] >= 28
-    assert stream.general_names == ["captions", "lm_facts"]
+    assert stream.general_names == ["captions", "lm_facts", "lm_text"]
 
 
 def test_mixed_vqa_has_six_kinds_of_question():
@@ -58,6 +58,8 @@ def test_mixed_vqa_has_six_kinds_of_question():
     assert not answers["vqa_colour"] & answers["vqa_shape"]
     facts = stream.general[1]
     assert not facts.has_images and all(a.startswith("The capital of") for a in facts.test["answer"])
+    text = stream.general[2]
+    assert text.metric == "token_accuracy" and not text.has_images
 
 
 def test_caption_mixture_covers_the_three_kinds_of_image():

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 from cltune.data.task import Task
 from cltune.evaluation.generate import generate_answers
-from cltune.evaluation.metrics import get_metric
+from cltune.evaluation.likelihood import token_accuracy
+from cltune.evaluation.metrics import LIKELIHOOD_METRICS, get_metric
+from cltune.evaluation.reuse import EvalReuse
 
 
 @dataclass
@@ -29,15 +32,30 @@ def score_predictions(task: Task, predictions: list[str]) -> float:
     return 100.0 * sum(scores) / len(scores)
 
 
-def evaluate(strategy, tasks: list[Task], progress: bool = True) -> list[TaskScore]:
-    """Score ``strategy.model`` on each task's test split (before_eval … after_eval hooks)."""
+def score_task(strategy, task: Task, progress: bool = True) -> tuple[float, list[str]]:
+    """``task``'s score and per-row predictions under ``strategy.model``."""
+    if task.metric in LIKELIHOOD_METRICS:
+        return token_accuracy(strategy, task, progress)
+    predictions = generate_answers(strategy, task, progress)
+    return score_predictions(task, predictions), predictions
+
+
+def evaluate(
+    strategy, tasks: list[Task], progress: bool = True, reuse: EvalReuse | None = None
+) -> list[TaskScore]:
+    """Score ``strategy.model`` on each task's test split (before_eval … after_eval hooks).
+
+    With ``reuse`` (one per run), a task whose answers cannot have changed since its last
+    evaluation gets that evaluation's result (:mod:`cltune.evaluation.reuse`).
+    """
     strategy.call("before_eval")
     results = []
     for task in tasks:
         strategy.eval_task = task
         strategy.call("before_eval_exp")
-        predictions = generate_answers(strategy, task, progress)
-        results.append(TaskScore(task.name, task.metric, score_predictions(task, predictions), predictions))
+        compute = partial(score_task, strategy, task, progress)
+        score, predictions = reuse.result(strategy, task, compute) if reuse else compute()
+        results.append(TaskScore(task.name, task.metric, score, predictions))
         strategy.call("after_eval_exp")
     strategy.eval_task = None
     strategy.call("after_eval")

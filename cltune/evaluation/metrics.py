@@ -104,7 +104,11 @@ TASK_METRICS: dict[str, Callable[..., float]] = {
 }
 
 
+# Scored from the model's logits, not from generated answers (see cltune.evaluation.likelihood).
+LIKELIHOOD_METRICS = ("token_accuracy",)
+
+
 def get_metric(name: str) -> Callable[..., float]:
     if name not in TASK_METRICS:
-        raise unknown_name_error("task metric", name, TASK_METRICS)
+        raise unknown_name_error("task metric", name, [*TASK_METRICS, *LIKELIHOOD_METRICS])
     return TASK_METRICS[name]

@@ -42,5 +42,6 @@ def _load_builtin_sources() -> None:
         hf,
         llava_json,
         lm_facts,
+        lm_text,
         mnist,
     )
