@@ -8,6 +8,7 @@ Most cases go through the Python API or ``cltune.cli.main`` in this process; a f
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -298,6 +299,45 @@ def test_an_output_folder_that_cannot_be_written(capsys, tmp_path, small, finish
     assert blocker.read_text() == "not a folder"
     error = _cli(capsys, "report", str(finished_run), "--out", str(blocker))
     assert "cannot create the report folder" in error and "choose a writable --out" in error
+
+
+def test_launcher_accelerate_without_accelerate_configured(small, tmp_path):
+    """A real subprocess with an empty ``HF_HOME``: accelerate finds no default config file there."""
+    out = tmp_path / "runs"
+    proc = subprocess.run(
+        [sys.executable, "-m", "cltune", "run", str(small), "--out", str(out), "--launcher", "accelerate"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "HF_HOME": str(tmp_path / "hf-home")},
+        timeout=300,
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    expected = tmp_path / "hf-home" / "accelerate" / "default_config.yaml"
+    assert f"accelerate is not configured (no config file at {expected})" in proc.stderr
+    assert "run `accelerate config` to write one, or pass --num-processes N" in proc.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--launcher", "acelerate"],
+            "unknown launcher 'acelerate'. Did you mean 'accelerate'? Known: accelerate, none",
+        ),
+        (["--num-processes", "2"], "--num-processes needs --launcher accelerate"),
+        (
+            ["--launcher", "accelerate", "--num-processes", "0"],
+            "--num-processes must be a positive integer, got 0",
+        ),
+    ],
+)
+def test_launcher_errors(capsys, small, tmp_path, args, message):
+    out = tmp_path / "runs"
+    error = _cli(capsys, "run", str(small), "--out", str(out), *args)
+    assert message in error
+    assert not out.exists()
 
 
 # --- run directories and reports ---------------------------------------------------------------

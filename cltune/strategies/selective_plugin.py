@@ -36,18 +36,24 @@ def check_mask_options(method: str, ratio: float | str, granularity: str, allow_
         raise ValueError(f"{method}: granularity must be one of {GRANULARITIES}, got {granularity!r}")
 
 
-def same_on_every_process(packed: dict[str, tuple[Tensor, list[int]]], experience: str) -> list[str]:
-    """The SHA-256 of each process's own masks (gathered); a RuntimeError if they differ."""
+def mask_digest(masks: Masks) -> str:
+    """SHA-256 of a set of masks (names, shapes and bits): equal digests, equal masks."""
     digest = hashlib.sha256()
-    for name in sorted(packed):
-        bits, shape = packed[name]
-        digest.update(f"{name}{shape}".encode())
-        digest.update(bits.numpy().tobytes())
-    digests = distributed.gather_object(digest.hexdigest())
+    for name in sorted(masks):
+        mask = masks[name].detach().cpu()
+        digest.update(f"{name}{list(mask.shape)}".encode())
+        digest.update(pack_bits(mask).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def same_on_every_process(masks: Masks, experience: str) -> list[str]:
+    """The digest of each process's own masks (gathered over processes); a RuntimeError if they differ."""
+    digests = distributed.gather_object(mask_digest(masks))
     if len(set(digests)) > 1:
         raise RuntimeError(
             f"the masks of experience {experience!r} differ between processes ({digests}); "
-            "a selective strategy must compute its importance from reduced scores (see docs/DISTRIBUTED.md)"
+            "a selective strategy must choose them from importances reduced over processes "
+            "(cltune.strategies.calibration.experience_importance)"
         )
     return digests
 
@@ -71,7 +77,7 @@ class MaskRecorder:
         }
         self._previous = {n: (pack_bits(m), list(m.shape)) for n, m in cpu.items()}
         if distributed.active():
-            self.stats[name]["process_digests"] = same_on_every_process(self._previous, name)
+            self.stats[name]["process_digests"] = same_on_every_process(cpu, name)
         strategy.extra_results["masks"] = dict(self.stats)
         if strategy.run_dir is not None:
             path = strategy.run_dir / "analysis" / f"masks-{name}.safetensors"
