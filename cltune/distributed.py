@@ -70,7 +70,12 @@ def init(device: str) -> None:
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)],
     )
     kind = accelerator.distributed_type
-    if kind == DistributedType.NO or not kind.value.startswith("MULTI_"):
+    if kind == DistributedType.NO:
+        raise ValueError(
+            f"{world_size()} processes were launched, but accelerate set up none of its distributed modes "
+            f"on the device {device!r}; use --set device=cpu (gloo) or launch on a machine with GPUs"
+        )
+    if not kind.value.startswith("MULTI_"):
         raise ValueError(
             f"accelerate distributed_type {kind.value} is not supported by cltune: its strategies read and "
             "edit whole parameters, gradients and optimizer state by name (masks, penalties, merges), which "

@@ -18,6 +18,7 @@ import datasets
 import pytest
 from PIL import Image
 
+from cltune import distributed
 from cltune.analysis import RunDirectoryError, load_run
 from cltune.cli import main
 from cltune.data.encode import ChatTemplateMissing
@@ -338,6 +339,17 @@ def test_launcher_errors(capsys, small, tmp_path, args, message):
     error = _cli(capsys, "run", str(small), "--out", str(out), *args)
     assert message in error
     assert not out.exists()
+
+
+def test_accelerate_mixed_precision_is_refused(monkeypatch):
+    """What ``accelerate launch --mixed_precision bf16`` puts in each process's environment."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    with pytest.raises(ValueError) as err:
+        distributed.init("cpu")
+    message = str(err.value)
+    assert "asks for mixed_precision='bf16'; cltune sets precision itself" in message
+    assert "set mixed_precision: 'no' in the accelerate config and pass --set precision=bf16" in message
 
 
 # --- run directories and reports ---------------------------------------------------------------
