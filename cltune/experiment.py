@@ -32,6 +32,7 @@ from cltune.data.encode import Encoder
 from cltune.data.recipe import build_stream, read_recipe
 from cltune.data.task import Stream
 from cltune.evaluation.evaluator import TaskScore, evaluate
+from cltune.evaluation.reuse import EvalReuse
 from cltune.loggers import build_loggers, check_loggers
 from cltune.matrix import ZERO_SHOT, AccuracyMatrix
 from cltune.models.loading import load_model
@@ -315,8 +316,13 @@ def run_experiment(
     stream: Stream | None = None,
     zero_shot: dict[tuple, list[TaskScore]] | None = None,
     progress: bool = True,
+    reuse_evaluations: bool = True,
 ) -> RunResult:
     """Train ``spec.strategy`` through the stream, evaluating every task after every stage.
+
+    With ``reuse_evaluations`` a task whose answers cannot have changed since the previous stage
+    keeps that stage's result (:mod:`cltune.evaluation.reuse`; results.json ``extra.evaluations``
+    counts them); the matrix is the same either way.
 
     Under ``accelerate launch`` every process runs this (see :mod:`cltune.distributed`): training
     batches and evaluation are shared out, and only the main process writes the run directory.
@@ -420,12 +426,15 @@ def run_experiment(
             run.save_results(results)
             return results
 
+        reuse = EvalReuse() if reuse_evaluations else None
         for experience in experiences[finished:]:
             run.log("train", stage=experience.index, experience=experience.name)
             started = time.perf_counter()
             strategy.train(experience)
             trained = time.perf_counter()
-            scores = evaluate(strategy, eval_tasks, progress)
+            scores = evaluate(strategy, eval_tasks, progress, reuse)
+            if reuse is not None:
+                strategy.extra_results["evaluations"] = reuse.summary()
             rows.append([s.score for s in scores])
             _log_row(loggers, experience.index, eval_tasks, rows[-1])
             timings["stages"].append(
