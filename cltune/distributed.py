@@ -30,6 +30,7 @@ import torch
 
 T = TypeVar("T")
 _WORLD_SIZE_ENV = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+_SHARDED = ("FSDP", "DEEPSPEED", "MEGATRON_LM")
 _accelerator: Any = None
 
 
@@ -62,6 +63,9 @@ def init(device: str) -> None:
             f"the accelerate configuration asks for mixed_precision={precision!r}; cltune sets precision "
             "itself: set mixed_precision: 'no' in the accelerate config and pass --set precision=bf16"
         )
+    for kind in _SHARDED:  # what accelerate launch sets for these configurations
+        if os.environ.get(f"ACCELERATE_USE_{kind}", "false").lower() == "true":
+            raise _unsupported(kind)
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, DistributedType
 
@@ -76,13 +80,17 @@ def init(device: str) -> None:
             f"on the device {device!r}; use --set device=cpu (gloo) or launch on a machine with GPUs"
         )
     if not kind.value.startswith("MULTI_"):
-        raise ValueError(
-            f"accelerate distributed_type {kind.value} is not supported by cltune: its strategies read and "
-            "edit whole parameters, gradients and optimizer state by name (masks, penalties, merges), which "
-            "FSDP, DeepSpeed and Megatron-LM shard; use a DDP configuration (distributed_type: MULTI_GPU, "
-            "e.g. examples/accelerate/ddp.yaml, or --num-processes N)"
-        )
+        raise _unsupported(kind.value)
     _accelerator = accelerator
+
+
+def _unsupported(kind: str) -> ValueError:
+    return ValueError(
+        f"accelerate distributed_type {kind} is not supported by cltune: its strategies read and "
+        "edit whole parameters, gradients and optimizer state by name (masks, penalties, merges), which "
+        "FSDP, DeepSpeed and Megatron-LM shard; use a DDP configuration (distributed_type: MULTI_GPU, "
+        "e.g. examples/accelerate/ddp.yaml, or --num-processes N)"
+    )
 
 
 def accelerator() -> Any:

@@ -352,6 +352,18 @@ def test_accelerate_mixed_precision_is_refused(monkeypatch):
     assert "set mixed_precision: 'no' in the accelerate config and pass --set precision=bf16" in message
 
 
+@pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED"])
+def test_sharded_accelerate_configurations_are_refused(monkeypatch, kind):
+    """What ``accelerate launch`` puts in each process's environment for an FSDP or DeepSpeed config."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv(f"ACCELERATE_USE_{kind}", "true")
+    with pytest.raises(ValueError) as err:
+        distributed.init("cpu")
+    message = str(err.value)
+    assert f"accelerate distributed_type {kind} is not supported by cltune" in message
+    assert "use a DDP configuration (distributed_type: MULTI_GPU" in message
+
+
 # --- run directories and reports ---------------------------------------------------------------
 
 
