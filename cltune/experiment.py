@@ -310,11 +310,20 @@ def _load_params(model: torch.nn.Module, params: dict[str, torch.Tensor]) -> Non
             own[name].copy_(value)
 
 
+def _shared_encoder(cache: dict[tuple, Any] | None, spec: RunSpec, processor: Any) -> Encoder:
+    """The run's encoder: one per (model, stream recipe) in ``cache``, so runs of one invocation
+    encode every row once (features are read-only: collation copies them)."""
+    if cache is None:
+        return Encoder(processor, spec.model)
+    key = ("encoder", spec.model, json.dumps(spec.recipe, sort_keys=True))
+    return cache.setdefault(key, Encoder(processor, spec.model))
+
+
 def run_experiment(
     spec: RunSpec,
     out: str | Path,
     stream: Stream | None = None,
-    zero_shot: dict[tuple, list[TaskScore]] | None = None,
+    zero_shot: dict[tuple, Any] | None = None,
     progress: bool = True,
     reuse_evaluations: bool = True,
 ) -> RunResult:
@@ -328,7 +337,8 @@ def run_experiment(
     batches and evaluation are shared out, and only the main process writes the run directory.
 
     ``zero_shot`` is a cache shared by runs of one invocation: row 0 depends only on the model,
-    the stream and the evaluation options, so it is computed once for all strategies.
+    the stream and the evaluation options, so it is computed once for all strategies; the encoded
+    rows (:class:`Encoder`'s memo) depend only on the model and the stream, so they are kept there too.
     """
     distributed.init(spec.train.resolved_device())
     main = distributed.is_main_process()
@@ -351,7 +361,7 @@ def run_experiment(
     started = time.perf_counter()
     with distributed.main_process_first():  # the main process pre-trains and caches a built-in model
         model, processor = load_model(spec.model, pretrain_tasks=stream.general, seed=stream.seed)
-    encoder = Encoder(processor, spec.model)
+    encoder = _shared_encoder(zero_shot, spec, processor)
     progress = progress and main
     run.start(config)
     run.log("start", resume=previous is not None, **distributed.launch_facts())
