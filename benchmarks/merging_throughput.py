@@ -17,13 +17,13 @@ Run by hand (not by CI): ``python benchmarks/merging_throughput.py --out reports
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from _common import machine, rotated
 
 from cltune.merging import MERGE_METHODS, merge_state_dicts
 
@@ -64,8 +64,7 @@ def measure(count: int, params: int, repeats: int, methods: list[str]) -> dict[s
     names = list(competitors)
     times: dict[str, list[float]] = {name: [] for name in names}
     for rep in range(repeats):
-        order = names[rep % len(names) :] + names[: rep % len(names)]
-        for name in order:
+        for name in rotated(names, rep):
             times[name].append(timed(competitors[name]))
     return times
 
@@ -82,7 +81,7 @@ def table(results: dict[tuple[int, int], dict[str, list[float]]]) -> str:
             median = statistics.median(values)
             lines.append(
                 f"| {count} | {params / 1e6:.1f}M | {name} | {median * 1e3:.1f} | "
-                f"{nbytes / median / 1e9:.2f} | {ratio:.3f} |"
+                f"{nbytes / median / 1e9:.2f} | {ratio:.3g} |"
             )
     return "\n".join(lines)
 
@@ -106,8 +105,7 @@ def main() -> None:
     report = "\n\n".join(
         [
             "# Merging throughput",
-            f"Machine: {platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
-            f"threads, torch {torch.__version__}. Command: `python benchmarks/merging_throughput.py "
+            f"Machine: {machine()}. Command: `python benchmarks/merging_throughput.py "
             f"--tasks {args.tasks} --params {args.params} --repeats {args.repeats} "
             f"--methods {args.methods}`.",
             __doc__.split("\n\n", 1)[1].rsplit("\n\nRun by hand", 1)[0],

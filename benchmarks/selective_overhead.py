@@ -25,10 +25,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import ctypes
 import gc
-import os
-import platform
 import statistics
 import time
 from collections import defaultdict
@@ -36,12 +33,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _common import machine, pretrained_tiny, reset_peak, rotated, rss_bytes, serve_large_blocks_by_mmap
 from torch import nn
 
 from cltune.data.encode import Encoder
-from cltune.data.recipe import load_stream
 from cltune.data.task import Task
-from cltune.models.loading import load_model
 from cltune.strategies.config import TrainConfig
 from cltune.strategies.experience import Experience
 from cltune.strategies.plugin import TRAINING_HOOKS, Plugin
@@ -75,24 +71,6 @@ Reading the table:
 - *peak memory* is the process's peak resident memory while the experience trains, above the
   resident memory before it. On the tiny model activations dominate it.
 """
-
-
-def serve_large_blocks_by_mmap() -> None:
-    """glibc: every allocation over 64 KiB gets its own mapping, returned to the OS when freed."""
-    libc = ctypes.CDLL("libc.so.6")
-    m_mmap_threshold = -3
-    libc.mallopt(m_mmap_threshold, 64 * 1024)
-
-
-def rss_bytes(field: str = "VmRSS") -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    raise RuntimeError(f"/proc/self/status has no {field}")
-
-
-def reset_peak() -> None:
-    Path("/proc/self/clear_refs").write_text("5")
 
 
 def held_bytes(obj: Any, skip: set[int], seen: set[int] | None = None) -> int:
@@ -191,9 +169,7 @@ def run(args) -> tuple[dict[str, list[dict[str, float]]], dict[str, Any]]:
     serve_large_blocks_by_mmap()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    stream = load_stream("default")
-    base, processor = load_model("tiny", pretrain_tasks=stream.general, seed=stream.seed)
-    encoder = Encoder(processor)
+    stream, base, encoder = pretrained_tiny()
     source = stream.tasks[0]
     task = Task(source.name, source.train.select(range(args.rows)), source.test, source.metric)
     experience = Experience(1, [task])
@@ -203,15 +179,10 @@ def run(args) -> tuple[dict[str, list[dict[str, float]]], dict[str, Any]]:
     names = list(args.strategies)
     results: dict[str, list[dict[str, float]]] = defaultdict(list)
     for rep in range(args.reps):
-        order = names[rep % len(names) :] + names[: rep % len(names)]
-        for name in order:
+        for name in rotated(names, rep):
             results[name].append(measure(name, base, encoder, experience, args))
             print(f"rep {rep + 1}/{args.reps} {name:<16} {results[name][-1]}", flush=True)
-    info = {
-        "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} cores, "
-        f"{torch.get_num_threads()} torch threads, torch {torch.__version__}",
-    }
-    return results, info
+    return results, {"machine": machine()}
 
 
 def ratios(results: dict[str, list[dict[str, float]]], key: str) -> dict[str, list[float]]:

@@ -27,7 +27,8 @@ def test_merging_throughput_reports_every_method_against_the_copy(tmp_path: Path
         *("--tasks", "2,3", "--params", "0.26", "--repeats", "1", "--methods", ",".join(methods)),
         out=tmp_path / "merging.md",
     )
-    rows = re.findall(r"^\| (\d) \| [\d.]+M \| (\w+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", report, re.M)
+    number = r"([\d.]+(?:e[+-]\d+)?)"  # a ratio far below 1 prints in exponent notation
+    rows = re.findall(rf"^\| (\d) \| [\d.]+M \| (\w+) \| {number} \| {number} \| {number} \|$", report, re.M)
     assert {(count, name) for count, name, *_ in rows} == {
         (count, name) for count in "23" for name in ["copy", *methods]
     }
@@ -43,3 +44,72 @@ def test_selective_overhead_reports_ratios_to_naive(tmp_path: Path) -> None:
         out=tmp_path / "selective.md",
     )
     assert re.search(r"^\| naive \|", report, re.M) and re.search(r"^\| gmt \|", report, re.M)
+
+
+def table_rows(report: str, first: str) -> list[list[str]]:
+    """The cells of the Markdown table rows whose first cell matches ``first`` (a regex)."""
+    return [
+        [cell.strip() for cell in line.strip("|").split("|")]
+        for line in report.splitlines()
+        if re.match(rf"^\| ({first}) \|", line)
+    ]
+
+
+def ratio(cell: str) -> float:
+    return float(cell.split("×")[0])
+
+
+@pytest.mark.usefixtures("tiny_cached")
+def test_training_overhead_compares_every_loop_with_the_bare_one(tmp_path: Path) -> None:
+    report = run_script(
+        "training_overhead.py",
+        *("--reps", "1", "--steps", "3", "--warmup", "1"),
+        out=tmp_path / "training.md",
+    )
+    rows = table_rows(report, r"bare|cltune|avalanche|hf-trainer")
+    assert [row[0] for row in rows] == ["bare", "cltune", "avalanche", "hf-trainer"]
+    assert all(ratio(row[1]) > 0 and ratio(row[2]) > 0 for row in rows)
+    assert ratio(rows[0][1]) == 1.0
+    # Same batches, seed and optimizer: the bare loop, cltune and Avalanche train the same weights.
+    assert [row[5] for row in rows[:3]] == ["identical"] * 3
+    assert "cltune / bare" in report and "cltune / avalanche" in report
+
+
+@pytest.mark.usefixtures("tiny_cached")
+def test_eval_throughput_reports_speed_and_identical_answers(tmp_path: Path) -> None:
+    report = run_script(
+        "eval_throughput.py", *("--reps", "1", "--rows", "6", "--batch-size", "4"), out=tmp_path / "eval.md"
+    )
+    rows = table_rows(report, r"cltune|raw-batched|batch-1")
+    assert [row[0] for row in rows] == ["cltune", "raw-batched", "batch-1"]
+    assert all(ratio(row[4]) > 0 for row in rows)
+    # Greedy answers do not depend on the batching: every loop answers every row as cltune does.
+    assert [row[5] for row in rows] == ["24 / 24"] * 3
+    assert re.search(r"Reuse fingerprint: [\d.]+ ms per task", report)
+
+
+@pytest.mark.usefixtures("tiny_cached")
+def test_scaling_counts_fewer_evaluations_under_isolation(tmp_path: Path) -> None:
+    report = run_script(
+        "scaling.py",
+        *("--tasks", "1,2", "--train-size", "16", "--test-size", "4"),
+        out=tmp_path / "scaling.md",
+    )
+    rows = {(row[0], row[1]): row for row in table_rows(report, r"\d+")}
+    assert set(rows) == {
+        (t, s) for t in "12" for s in ["naive", "lora-isolation", "lora-isolation (no reuse)"]
+    }
+    assert rows[("2", "naive")][6] == "6 / 6" and rows[("2", "lora-isolation (no reuse)")][6] == "6 / 6"
+    assert rows[("2", "lora-isolation")][6] == "4 / 6"
+    assert all(float(row[2]) > 0 and float(row[3]) > 0 for row in rows.values())
+
+
+@pytest.mark.usefixtures("tiny_cached")
+def test_end_to_end_splits_the_run_into_phases(tmp_path: Path, small_recipe: Path) -> None:
+    extra = f"{small_recipe} --strategies naive --analyze none"
+    report = run_script("end_to_end.py", "--cached", "--args", extra, out=tmp_path / "e2e.md")
+    phases = {row[0]: float(row[1]) for row in table_rows(report, r"(?!phase )[a-z][^|]*")}
+    assert {"training", "evaluation", "analyses", "report", "pre-training + loading the model"} <= set(phases)
+    assert phases["training"] > 0 and phases["evaluation"] > 0
+    total = float(re.search(r"\*\*total\*\* \| \*\*([\d.]+)\*\*", report).group(1))
+    assert sum(phases.values()) == pytest.approx(total, abs=0.5)
