@@ -1,4 +1,4 @@
-"""Several processes through Hugging Face accelerate (DDP); everything is a no-op in one process.
+"""Several processes through Hugging Face accelerate (DDP, FSDP2, DeepSpeed ZeRO-1/2); a no-op in one process.
 
 A run started by ``accelerate launch`` (or ``cltune run --launcher accelerate``) has several
 processes. cltune then uses accelerate's own objects only: one ``Accelerator`` (its process group,
@@ -15,6 +15,11 @@ device and ``prepare_model``, which wraps the model in PyTorch DDP for the train
   are averaged over processes, weighted by batches (:func:`weighted_mean`);
 - files: only the main process writes (:func:`is_main_process`).
 
+Under an FSDP or DeepSpeed configuration (GPUs only) the model and optimizer go through
+``accelerator.prepare`` instead (:func:`prepare`), only strategies whose plugins declare that they
+work on sharded parameters run (:func:`check_strategy`), FSDP2 processes each evaluate every batch
+(every forward pass is a collective), and checkpoints gather FSDP's shards (:func:`full_parameters`).
+
 Without a multi-process launch (``WORLD_SIZE`` unset or 1) nothing here imports accelerate, wraps
 the model or changes a number.
 """
@@ -30,7 +35,8 @@ import torch
 
 T = TypeVar("T")
 _WORLD_SIZE_ENV = ("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-_SHARDED = ("FSDP", "DEEPSPEED", "MEGATRON_LM")
+_SHARDED = ("FSDP", "DEEPSPEED")
+_REFUSED = ("MEGATRON_LM",)
 _accelerator: Any = None
 
 
@@ -47,12 +53,23 @@ def active() -> bool:
     return world_size() > 1
 
 
+def sharding() -> str | None:
+    """``"FSDP"`` or ``"DEEPSPEED"`` when several processes run under such an accelerate configuration
+    (the flags ``accelerate launch`` sets in every process), else None."""
+    if not active():
+        return None
+    return next(
+        (k for k in _SHARDED if os.environ.get(f"ACCELERATE_USE_{k}", "false").lower() == "true"), None
+    )
+
+
 def init(device: str) -> None:
     """Create the run's ``Accelerator`` (once) when several processes run; ``device`` is cltune's
     resolved device (``cpu`` gives gloo DDP on the CPU, ``cuda`` one GPU per process).
 
     Raises a ValueError for what cltune cannot run: accelerate's own mixed precision (cltune's
-    ``precision`` option sets it) and FSDP, DeepSpeed, Megatron-LM or XLA (see docs/DISTRIBUTED.md).
+    ``precision`` option sets it), FSDP or DeepSpeed on the CPU, FSDP1, ZeRO-3, Megatron-LM and
+    XLA (see docs/DISTRIBUTED.md).
     """
     global _accelerator
     if _accelerator is not None or not active():
@@ -63,9 +80,24 @@ def init(device: str) -> None:
             f"the accelerate configuration asks for mixed_precision={precision!r}; cltune sets precision "
             "itself: set mixed_precision: 'no' in the accelerate config and pass --set precision=bf16"
         )
-    for kind in _SHARDED:  # what accelerate launch sets for these configurations
+    for kind in _REFUSED:  # what accelerate launch sets for these configurations
         if os.environ.get(f"ACCELERATE_USE_{kind}", "false").lower() == "true":
             raise _unsupported(kind)
+    sharded = sharding()
+    if sharded and device == "cpu":
+        # accelerate's AcceleratorState turns FSDP/DeepSpeed on only for GPU-like distributed types:
+        # on the CPU it would give MULTI_CPU, and prepare_model would wrap the model in DDP instead.
+        raise ValueError(
+            f"accelerate runs {sharded} only on GPUs: on the CPU its Accelerator sets up plain DDP "
+            "(distributed_type MULTI_CPU) instead; on a CPU use DDP (--launcher accelerate "
+            "--num-processes N, or a MULTI_GPU config with --set device=cpu)"
+        )
+    if sharded == "FSDP" and os.environ.get("FSDP_VERSION", "1") != "2":
+        raise ValueError(
+            "cltune runs FSDP2 only: FSDP1 keeps flat shards in the model between forward passes, which "
+            "generation and checkpoints would read; set fsdp_version: 2 in the accelerate config "
+            "(examples/accelerate/fsdp.yaml)"
+        )
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, DistributedType
 
@@ -79,17 +111,52 @@ def init(device: str) -> None:
             f"{world_size()} processes were launched, but accelerate set up none of its distributed modes "
             f"on the device {device!r}; use --set device=cpu (gloo) or launch on a machine with GPUs"
         )
-    if not kind.value.startswith("MULTI_"):
+    if kind == DistributedType.DEEPSPEED and accelerator.state.deepspeed_plugin.zero_stage == 3:
+        raise ValueError(
+            "DeepSpeed ZeRO-3 is not supported by cltune: it partitions the parameters outside the "
+            "engine, where cltune generates answers and saves checkpoints; use zero_stage 2 "
+            "(examples/accelerate/deepspeed_zero2.yaml) or FSDP2 (examples/accelerate/fsdp.yaml)"
+        )
+    if kind.value != (sharded or kind.value) or not (sharded or kind.value.startswith("MULTI_")):
         raise _unsupported(kind.value)
     _accelerator = accelerator
+
+
+def check_strategy(name: str, plugins: Sequence[Any], config: Any) -> None:
+    """A ValueError when strategy ``name`` (its ``plugins`` and ``TrainConfig``) cannot run under
+    this launch's FSDP or DeepSpeed configuration; nothing otherwise."""
+    sharded = sharding()
+    if sharded is None:
+        return
+    reasons = [f"{type(p).__name__}: {p.full_parameters}" for p in plugins if p.full_parameters]
+    if reasons:
+        raise ValueError(
+            f"strategy {name!r} cannot run under {sharded}, which shards parameters, gradients and "
+            f"optimizer state ({'; '.join(reasons)}); under {sharded} run {', '.join(sharded_strategies())}, "
+            "or run this strategy with DDP (an accelerate config with distributed_type: MULTI_GPU, "
+            "e.g. examples/accelerate/ddp.yaml, or --launcher accelerate --num-processes N)"
+        )
+    if sharded == "DEEPSPEED" and config.grad_accum != 1:
+        raise ValueError(
+            f"grad_accum={config.grad_accum} under DeepSpeed: its engine steps inside backward and scales "
+            "the loss itself; set --set grad_accum=1 (raise batch_size instead) or use DDP or FSDP"
+        )
+
+
+def sharded_strategies() -> list[str]:
+    """The registered strategies (with default parameters) whose plugins all work on sharded parameters."""
+    from cltune.strategies.registry import build_preset, strategy_names
+
+    return [n for n in strategy_names() if not any(p.full_parameters for p in build_preset(n).plugins)]
 
 
 def _unsupported(kind: str) -> ValueError:
     return ValueError(
         f"accelerate distributed_type {kind} is not supported by cltune: its strategies read and "
         "edit whole parameters, gradients and optimizer state by name (masks, penalties, merges), which "
-        "FSDP, DeepSpeed and Megatron-LM shard; use a DDP configuration (distributed_type: MULTI_GPU, "
-        "e.g. examples/accelerate/ddp.yaml, or --num-processes N)"
+        f"{kind} shards; use DDP (distributed_type: MULTI_GPU, e.g. examples/accelerate/ddp.yaml, or "
+        "--num-processes N) or, for the strategies that run sharded, FSDP2 or DeepSpeed ZeRO-2 "
+        "(docs/DISTRIBUTED.md)"
     )
 
 
@@ -128,11 +195,54 @@ def wait_for_everyone() -> None:
         accelerator().wait_for_everyone()
 
 
-def prepare_model(model: torch.nn.Module) -> torch.nn.Module:
-    """The module the training forward pass runs through: ``model`` itself in one process, its DDP
-    wrapper (``accelerator.prepare_model``) under several. Build it after the trainable parameters
-    of an experience are set (DDP registers them), and :func:`release` it at the experience's end."""
-    return accelerator().prepare_model(model) if active() else model
+def prepare(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, config: Any
+) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    """The module the training forward pass runs through and the optimizer to step: ``model`` and
+    ``optimizer`` themselves in one process; under DDP the model's wrapper
+    (``accelerator.prepare_model``); under FSDP2 or DeepSpeed both through ``accelerator.prepare``
+    (FSDP2 shards ``model`` in place; DeepSpeed returns its engine and steps inside backward). Call it
+    after the trainable parameters of an experience are set, and :func:`release` at its end."""
+    if not active():
+        return model, optimizer
+    if sharding() is None:
+        return accelerator().prepare_model(model), optimizer
+    plugin = accelerator().state.deepspeed_plugin
+    if plugin is not None:  # no dataloader goes through prepare, so DeepSpeed's batch values are set here
+        wanted = {
+            "train_micro_batch_size_per_gpu": -(-config.batch_size // num_processes()),
+            "gradient_accumulation_steps": 1,
+            "gradient_clipping": config.max_grad_norm or 0.0,
+        }
+        for key, value in wanted.items():
+            if plugin.is_auto(key) or key not in plugin.deepspeed_config:
+                plugin.deepspeed_config[key] = value
+            elif plugin.deepspeed_config[key] != value:
+                raise ValueError(
+                    f"the DeepSpeed config sets {key}={plugin.deepspeed_config[key]!r} but cltune's "
+                    f"training uses {value!r}; set {key}: auto in the DeepSpeed config"
+                )
+    prepared_model, prepared_optimizer = accelerator().prepare(model, optimizer)
+    return prepared_model, prepared_optimizer
+
+
+def clip_grad_norm_(parameters: list[torch.nn.Parameter], max_norm: float) -> None:
+    """Clip the gradients' global norm: ``torch.nn.utils.clip_grad_norm_``, accelerate's under FSDP2
+    (sharded gradients) and DeepSpeed (where the engine clips, by ``gradient_clipping``)."""
+    if sharding() is None:
+        torch.nn.utils.clip_grad_norm_(parameters, max_norm)
+    else:
+        accelerator().clip_grad_norm_(parameters, max_norm)
+
+
+def full_parameters(params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``params`` with FSDP2's sharded parameters (DTensors) gathered whole; every process must call
+    it (it is a collective under FSDP2). Unchanged otherwise (ZeRO-1/2 keep parameters whole)."""
+    if sharding() != "FSDP":
+        return params
+    from torch.distributed.tensor import DTensor
+
+    return {n: p.full_tensor() if isinstance(p, DTensor) else p for n, p in params.items()}
 
 
 def release() -> None:
@@ -166,7 +276,10 @@ def minibatch_share(rows: Sequence[T]) -> tuple[list[T], float]:
 
 def strided_share(items: Sequence[T]) -> list[T]:
     """Every n-th item from this process's index: an even split of ordered work (evaluation batches
-    sorted by length, calibration batches)."""
+    sorted by length, calibration batches). Under FSDP every item: each forward pass is a collective
+    of all processes, so they must all run the same batches."""
+    if sharding() == "FSDP":
+        return list(items)
     return list(items)[process_index() :: num_processes()]
 
 

@@ -351,6 +351,7 @@ def run_experiment(
         return RunResult(run.path, matrix, previous["summary"], previous)
     # Every input is checked before the run directory records anything.
     preset = build_preset(spec.strategy, **spec.strategy_params)
+    distributed.check_strategy(spec.strategy, preset.plugins, spec.train)  # under FSDP or DeepSpeed
     stream = stream or build_stream(spec.recipe)
     if main:
         ensure_writable_dir(out, "the output folder", WRITABLE_FIX)

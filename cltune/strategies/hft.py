@@ -23,6 +23,8 @@ from cltune.utils import derive_seed
 
 
 class HalfFineTuningPlugin(Plugin):
+    full_parameters = "it freezes half of each layer's parameters by name before every experience"
+
     def __init__(self, ratio: float):
         self.ratio = ratio
         self.recorder = MaskRecorder()

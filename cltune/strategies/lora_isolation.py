@@ -97,6 +97,8 @@ def task_name(strategy) -> str:
 class AdapterIsolationPlugin(Plugin):
     """Train a fresh adapter per task; route every evaluation row to one adapter (or the base)."""
 
+    full_parameters = "it adds one adapter module per task between experiences and routes rows to them"
+
     def __init__(
         self, bank: AdapterBank, router: str, reject_rate: float | None = None, feature_layer: int = 0
     ):

@@ -31,6 +31,8 @@ from cltune.strategies.task_vector_merge import MergeSpec
 class LoraMergePlugin(Plugin):
     """Train each task's adapter alone from the base; after it, evaluate the merge of all of them."""
 
+    full_parameters = "it adds an adapter per experience and merges adapter weights into whole parameters"
+
     def __init__(self, bank: AdapterBank, spec: MergeSpec, merge_rank: int | None, space: str):
         self.bank = bank
         self.spec = spec

@@ -40,6 +40,8 @@ def answer_distillation(student: Tensor, teacher: Tensor, labels: Tensor, temper
 
 
 class LwFPlugin(Plugin):
+    full_parameters = "it snapshots whole parameters and runs the teacher through torch.func.functional_call"
+
     def __init__(self, alpha: float, temperature: float):
         self.alpha = alpha
         self.temperature = temperature

@@ -26,6 +26,8 @@ from cltune.strategies.selective_plugin import MaskRecorder, check_mask_options
 
 
 class ModelTailorPlugin(Plugin):
+    full_parameters = "it patches whole parameters from Hessians after every experience"
+
     def __init__(self, ratio: float, calibration_batches: int, compensate: bool):
         self.ratio = ratio
         self.calibration_batches = calibration_batches

@@ -19,6 +19,8 @@ from cltune.strategies.registry import Preset, register
 class OrthogonalLoraPlugin(Plugin):
     """Add each task's adapter to the active ones; penalise its overlap with the earlier ones."""
 
+    full_parameters = "it adds an adapter per experience and reads earlier adapters' whole factors"
+
     def __init__(self, bank: AdapterBank, lam: float):
         self.bank = bank
         self.lam = lam

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 # Training hooks in the order the template calls them (Avalanche's ``BaseSGDTemplate`` order),
 # then the evaluation hooks. ``adapt_model`` is cltune's name for Avalanche's model-adaptation
@@ -31,7 +31,14 @@ class Plugin:
 
     A plugin with state that must survive a resume returns it from :meth:`state_dict`
     (JSON-able values or tensors) and takes it back in :meth:`load_state_dict`.
+
+    ``full_parameters`` says why the plugin needs whole parameters (it reads or edits parameters,
+    gradients or optimizer state by name, or changes the modules between experiences), or is None
+    for a plugin that works when FSDP or DeepSpeed shards them; under those, cltune refuses a
+    strategy with any plugin that needs them. A plugin that does not say is refused.
     """
+
+    full_parameters: ClassVar[str | None] = "it does not declare that it works on sharded parameters"
 
     def state_dict(self) -> dict[str, Any]:
         return {}

@@ -35,6 +35,8 @@ def anchor_of(params: dict[str, nn.Parameter]) -> dict[str, Tensor]:
 class QuadraticPenalty(Plugin):
     """Adds ``strength · scale · Σ Ω (θ − θ*)²`` over ``self.terms`` to every training loss."""
 
+    full_parameters = "its penalty reads whole parameters and importances by name (EWC, MAS, SI, L2)"
+
     method = "penalty"
     scale = 1.0
 

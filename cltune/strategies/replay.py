@@ -19,6 +19,8 @@ SELECTIONS = ("random", "balanced")
 
 
 class ReplayPlugin(Plugin):
+    full_parameters = None  # it only adds rows to the minibatch
+
     def __init__(self, buffer_size: int, replay_batch_size: int, selection: str, seed: int = 0):
         self.buffer_size = buffer_size
         self.replay_batch_size = replay_batch_size

@@ -98,6 +98,8 @@ class MaskPlugin(Plugin):
     """Base of the mask strategies: ``choose_masks`` at the start of each experience, then an
     exact masked AdamW until its end. Extra memory: one bool per trainable parameter."""
 
+    full_parameters = "it chooses masks over whole parameters and masks their gradients before each update"
+
     method = "mask"
 
     def __init__(self) -> None:

@@ -29,6 +29,8 @@ from cltune.strategies.registry import Preset, register
 
 
 class SpiderPlugin(Plugin):
+    full_parameters = "it reads whole gradients and blends parameters by name at every step"
+
     def __init__(self) -> None:
         self.stats: dict[str, dict[str, float]] = {}
         self._params: dict[str, nn.Parameter] = {}

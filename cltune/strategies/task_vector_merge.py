@@ -89,6 +89,8 @@ class MergeSpec:
 class TaskVectorMergePlugin(Plugin):
     """Fine-tune from θ₀ each experience, then evaluate θ₀ + merge(τ_1..τ_t) (module docstring)."""
 
+    full_parameters = "it subtracts and merges whole parameters (task vectors) by name"
+
     def __init__(self, spec: MergeSpec):
         self.spec = spec
         self.base: dict[str, torch.Tensor] = {}  # θ₀ of the scope, on the CPU

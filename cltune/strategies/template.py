@@ -66,7 +66,7 @@ class Template:
         self.device = distributed.device(config.resolved_device())
         config.check_precision(self.device.type)
         self.model = model.to(self.device)
-        self.forward_model = self.model  # the training forward pass: the model, or its DDP wrapper
+        self.forward_model = self.model  # the training forward pass: the model or its wrapper
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(self.model)
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
@@ -99,7 +99,8 @@ class Template:
 
     def touched_parameters(self) -> dict[str, nn.Parameter]:
         """Parameters that may differ from the loaded model: what a checkpoint must keep."""
-        return {n: p for n, p in self.model.named_parameters() if n in self.touched}
+        touched = {n: p for n, p in self.model.named_parameters() if n in self.touched}
+        return distributed.full_parameters(touched)
 
     def make_optimizer(self) -> torch.optim.Optimizer:
         self.touched.update(self.trainable_parameters())
@@ -142,7 +143,7 @@ class Template:
         generator = torch.Generator().manual_seed(seed)
         self.call("adapt_model")
         self.optimizer = self.make_optimizer()
-        self.forward_model = distributed.prepare_model(self.model)
+        self.forward_model, self.optimizer = distributed.prepare(self.model, self.optimizer, self.config)
         self.model.train()
         self.call("before_training_exp")
         rows = experience.rows
@@ -196,7 +197,7 @@ class Template:
         self.micro_step += 1  # counted across epochs, so accumulation never straddles a reset
         if self.micro_step % self.config.grad_accum == 0:
             if self.config.max_grad_norm:
-                nn.utils.clip_grad_norm_(
+                distributed.clip_grad_norm_(
                     list(self.trainable_parameters().values()), self.config.max_grad_norm
                 )
             self.call("before_update")
