@@ -27,6 +27,7 @@ from cltune.data.task import Task
 from cltune.experiment import RunSpec, run_experiment
 from cltune.models.loading import load_model
 from cltune.reports import write_report
+from cltune.strategies.config import TrainConfig
 from cltune.strategies.registry import build_preset
 
 TASK = "[[tasks]]\nname = 'a'\nsource = 'digits'\n"
@@ -353,15 +354,54 @@ def test_accelerate_mixed_precision_is_refused(monkeypatch):
 
 
 @pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED"])
-def test_sharded_accelerate_configurations_are_refused(monkeypatch, kind):
-    """What ``accelerate launch`` puts in each process's environment for an FSDP or DeepSpeed config."""
+def test_sharded_accelerate_configurations_are_refused_on_the_cpu(monkeypatch, kind):
+    """What ``accelerate launch`` puts in each process's environment for an FSDP or DeepSpeed config:
+    on the CPU accelerate would set up plain DDP, so cltune refuses rather than pretend."""
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv(f"ACCELERATE_USE_{kind}", "true")
     with pytest.raises(ValueError) as err:
         distributed.init("cpu")
     message = str(err.value)
-    assert f"accelerate distributed_type {kind} is not supported by cltune" in message
-    assert "use a DDP configuration (distributed_type: MULTI_GPU" in message
+    assert f"accelerate runs {kind} only on GPUs" in message
+    assert "use DDP (--launcher accelerate --num-processes N" in message
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"ACCELERATE_USE_FSDP": "true", "FSDP_VERSION": "1"}, "cltune runs FSDP2 only"),
+        ({"ACCELERATE_USE_MEGATRON_LM": "true"}, "distributed_type MEGATRON_LM is not supported by cltune"),
+    ],
+)
+def test_fsdp1_and_megatron_are_refused(monkeypatch, env, message):
+    """Refused from the launch environment before an ``Accelerator`` (or a GPU) is needed."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ValueError, match=message):
+        distributed.init("cuda")
+
+
+@pytest.mark.parametrize("kind", ["FSDP", "DEEPSPEED"])
+def test_full_parameter_strategies_are_refused_when_sharded(monkeypatch, kind):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv(f"ACCELERATE_USE_{kind}", "true")
+    with pytest.raises(ValueError) as err:
+        distributed.check_strategy("gmt", build_preset("gmt").plugins, TrainConfig())
+    message = str(err.value)
+    assert f"strategy 'gmt' cannot run under {kind}" in message
+    assert "ImportanceMaskPlugin: it chooses masks over whole parameters" in message
+    assert f"under {kind} run joint, lora, naive, replay" in message
+    assert "examples/accelerate/ddp.yaml" in message
+    for name in ("naive", "replay", "lora"):  # no error
+        distributed.check_strategy(name, build_preset(name).plugins, TrainConfig())
+
+
+def test_deepspeed_refuses_gradient_accumulation(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    with pytest.raises(ValueError, match=r"grad_accum=2 under DeepSpeed.*set --set grad_accum=1"):
+        distributed.check_strategy("naive", [], TrainConfig(grad_accum=2))
 
 
 # --- run directories and reports ---------------------------------------------------------------

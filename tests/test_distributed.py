@@ -109,3 +109,40 @@ def test_sharded_evaluation_answers_as_one_process(two_process_run, small_recipe
     sharded = json.loads((out / RUN / "predictions" / "stage-0.json").read_text())
     assert set(sharded) == {"parity", "greater_than_4", "digit"}
     assert sharded == single
+
+
+@pytest.mark.parametrize("name", ["ddp", "ddp_two_machines", "fsdp", "deepspeed_zero2"])
+def test_example_configurations_load(name):
+    """Each example file is a valid accelerate 1.x configuration of the documented kind."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(
+        str(Path(__file__).parents[1] / "examples" / "accelerate" / f"{name}.yaml")
+    )
+    kind = {"fsdp": "FSDP", "deepspeed_zero2": "DEEPSPEED"}.get(name, "MULTI_GPU")
+    assert config.distributed_type.value == kind and config.mixed_precision == "no"
+    if kind == "FSDP":
+        assert config.fsdp_config["fsdp_version"] == 2
+        assert config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"] == "LlamaDecoderLayer"
+    if kind == "DEEPSPEED":
+        assert config.deepspeed_config["zero_stage"] == 2
+
+
+def test_fsdp_launch_on_the_cpu_is_refused(small_recipe, tmp_path):
+    """A real ``accelerate launch --use_fsdp`` of two CPU processes: accelerate would give DDP there,
+    so each process stops before writing anything (the message names the reason and the fix)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HOME": str(tmp_path / "hf-home")}
+    launch = ["--use_fsdp", "--fsdp_version", "2", "--num_processes", "2", "--num_machines", "1"]
+    launch += ["--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", *launch, "-m", "cltune", "run"]
+        + [str(small_recipe), "--out", str(tmp_path / "out"), "--strategies", "naive", "--quiet"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "accelerate runs FSDP only on GPUs: on the CPU its Accelerator sets up plain DDP" in proc.stderr
+    assert not (tmp_path / "out").exists()
