@@ -219,11 +219,10 @@ def prepare(
                 plugin.deepspeed_config[key] = value
             elif plugin.deepspeed_config[key] != value:
                 raise ValueError(
-                    f"the DeepSpeed config sets {key}={plugin.deepspeed_config[key]!r} but cltune's "
-                    f"training uses {value!r}; set {key}: auto in the DeepSpeed config"
+                    f"the DeepSpeed config sets {key}={plugin.deepspeed_config[key]!r} but cltune's training "
+                    f"uses {value!r}; leave {key} out of the DeepSpeed config (or auto): cltune sets it"
                 )
-    prepared_model, prepared_optimizer = accelerator().prepare(model, optimizer)
-    return prepared_model, prepared_optimizer
+    return tuple(accelerator().prepare(model, optimizer))
 
 
 def clip_grad_norm_(parameters: list[torch.nn.Parameter], max_norm: float) -> None:
