@@ -117,7 +117,7 @@ def init(device: str) -> None:
             "engine, where cltune generates answers and saves checkpoints; use zero_stage 2 "
             "(examples/accelerate/deepspeed_zero2.yaml) or FSDP2 (examples/accelerate/fsdp.yaml)"
         )
-    if kind.value != (sharded or kind.value) or not (sharded or kind.value.startswith("MULTI_")):
+    if kind.value != sharded if sharded else not kind.value.startswith("MULTI_"):
         raise _unsupported(kind.value)
     _accelerator = accelerator
 
