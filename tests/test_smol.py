@@ -80,6 +80,23 @@ def test_the_language_model_keeps_its_knowledge(smol):
     assert sum(scores) >= 3, list(zip(answers, facts["answer"], strict=True))
 
 
+def test_tower_computes_the_published_efficientnet_lite0_features(smol, image_batch):
+    """Same features as the package's own EfficientNet-Lite0 (ReLU6 activations, not swish)."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    from cltune.models.smol.parts import vision_weights_path
+
+    reference = EfficientNet.from_name("efficientnet-lite0")
+    reference.load_state_dict(torch.load(vision_weights_path(), map_location="cpu", weights_only=True))
+    model, _ = smol
+    tower = model.model.vision_tower.eval()
+    pixels = image_batch["pixel_values"]
+    with torch.no_grad():
+        features = reference.eval().extract_features(pixels)
+        expected = torch.nn.functional.adaptive_avg_pool2d(features, 2).flatten(2).transpose(1, 2)
+        torch.testing.assert_close(tower(pixels).last_hidden_state, expected)
+
+
 def test_frozen_tower_runs_once_per_image_and_never_updates_batch_norm(smol, image_batch):
     model, _ = smol
     tower = model.model.vision_tower

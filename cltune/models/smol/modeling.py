@@ -70,7 +70,6 @@ class EfficientNetLiteVisionModel(PreTrainedModel):
 
         self.net = EfficientNet.from_name(config.variant)
         del self.net._fc  # the ImageNet classifier is not part of the tower
-        self.net.set_swish(memory_efficient=False)
         self.pool = nn.AdaptiveAvgPool2d(config.grid)
         self._features: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
         self.post_init()
