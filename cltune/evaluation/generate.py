@@ -13,7 +13,8 @@ from cltune.data.task import Task
 def answer_token_budget(encoder, task: Task, cap: int) -> int:
     """New tokens to generate: the longest reference answer's length plus end-of-turn, capped."""
     tokenizer = encoder.tokenizer
-    longest = max(len(tokenizer(a, add_special_tokens=False)["input_ids"]) for a in task.test["answer"])
+    answers = tokenizer(list(task.test["answer"]), add_special_tokens=False)["input_ids"]  # one batched call
+    longest = max(len(ids) for ids in answers)
     return min(cap, longest + 2)
 
 
