@@ -331,7 +331,8 @@ def run_experiment(
 
     With ``reuse_evaluations`` a task whose answers cannot have changed since the previous stage
     keeps that stage's result (:mod:`cltune.evaluation.reuse`; results.json ``extra.evaluations``
-    counts them); the matrix is the same either way.
+    counts them, in this process: a resumed run counts from where it resumed); the matrix is the
+    same either way.
 
     Under ``accelerate launch`` every process runs this (see :mod:`cltune.distributed`): training
     batches and evaluation are shared out, and only the main process writes the run directory.
