@@ -136,6 +136,12 @@ def check_strategy(name: str, plugins: Sequence[Any], config: Any) -> None:
             "or run this strategy with DDP (an accelerate config with distributed_type: MULTI_GPU, "
             "e.g. examples/accelerate/ddp.yaml, or --launcher accelerate --num-processes N)"
         )
+    if config.precision == "fp16":
+        raise ValueError(
+            f"precision='fp16' under {sharded}: cltune's loss scaler (torch.amp.GradScaler) checks each "
+            f"process's gradients for overflow, but {sharded} shards them (it needs its own scaler); use "
+            "--set precision=bf16, or run fp16 with DDP (distributed_type: MULTI_GPU)"
+        )
     if sharded == "DEEPSPEED" and config.grad_accum != 1:
         raise ValueError(
             f"grad_accum={config.grad_accum} under DeepSpeed: its engine steps inside backward and scales "

@@ -1,12 +1,15 @@
-"""Training options: learning-rate warm-up and schedules, bf16 autocast, gradient checkpointing."""
+"""Training options: learning-rate warm-up and schedules, bf16 and fp16 autocast (fp16 with loss
+scaling), gradient checkpointing."""
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import pytest
 import torch
 
+from cltune.data.encode import Encoder
 from cltune.models.scopes import set_trainable
 from cltune.strategies.config import TrainConfig
 from cltune.strategies.experience import Experience
@@ -28,16 +31,23 @@ class Recorder(Plugin):
         self.dtypes.add(strategy.mb_output.logits.dtype)
 
 
-def train(tiny, task, **options) -> tuple[Template, Recorder]:
+def train(tiny, task, *plugins: Plugin, **options) -> tuple[Template, Recorder]:
     model, processor = tiny
-    from cltune.data.encode import Encoder
-
     config = TrainConfig(batch_size=4, lr=1e-2, **options)
     set_trainable(model, config.scope)
     recorder = Recorder()
-    template = Template(model, Encoder(processor, "tiny"), config, [recorder], progress=False)
+    template = Template(model, Encoder(processor, "tiny"), config, [recorder, *plugins], progress=False)
     template.train(Experience(1, [task]))
     return template, recorder
+
+
+def _delta(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> torch.Tensor:
+    return torch.cat([(p.detach() - before[n]).flatten() for n, p in model.named_parameters()])
+
+
+def _restore(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> None:
+    for n, p in model.named_parameters():
+        p.data.copy_(before[n])
 
 
 @pytest.mark.parametrize(
@@ -58,11 +68,10 @@ def test_bf16_autocast_and_checkpointing_train_close_to_fp32(tiny, default_strea
     before = {n: p.detach().clone() for n, p in tiny[0].named_parameters()}
     fp32, fp32_seen = train(tiny, task, max_steps=3)
     assert not fp32.model.is_activation_checkpointing
-    delta32 = torch.cat([(p.detach() - before[n]).flatten() for n, p in fp32.model.named_parameters()])
-    for n, p in fp32.model.named_parameters():  # same start for the bf16 run
-        p.data.copy_(before[n])
+    delta32 = _delta(fp32.model, before)
+    _restore(fp32.model, before)  # same start for the bf16 run
     bf16, bf16_seen = train(tiny, task, max_steps=3, precision="bf16", gradient_checkpointing=True)
-    delta16 = torch.cat([(p.detach() - before[n]).flatten() for n, p in bf16.model.named_parameters()])
+    delta16 = _delta(bf16.model, before)
     assert fp32_seen.dtypes == {torch.float32} and bf16_seen.dtypes == {torch.bfloat16}
     assert bf16.model.is_activation_checkpointing
     assert all(p.dtype == torch.float32 for p in bf16.model.parameters())  # weights stay fp32
@@ -74,8 +83,7 @@ def test_bf16_autocast_and_checkpointing_train_close_to_fp32(tiny, default_strea
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"precision": "fp16"}, "precision='fp16' is not supported .* use 'bf16'"),
-        ({"precision": "int8"}, r"precision must be one of \('fp32', 'bf16'\)"),
+        ({"precision": "int8"}, r"precision must be one of \('fp32', 'bf16', 'fp16'\)"),
         ({"lr_schedule": "step"}, "lr_schedule must be one of"),
         ({"warmup_steps": -1}, "warmup_steps must be an integer >= 0"),
         ({"gradient_checkpointing": "yes"}, "gradient_checkpointing must be true or false"),
@@ -91,3 +99,149 @@ def test_a_model_without_checkpointing_support_is_a_clear_error(tiny) -> None:
 
     with pytest.raises(ValueError, match="Linear does not support gradient checkpointing"):
         enable_gradient_checkpointing(torch.nn.Linear(2, 2))
+
+
+class ScalerProbe(Plugin):
+    """Under fp16: per update, whether the weights moved, the loss scale at backward and after the
+    update, and which updates reached ``before_update``; injects an infinite gradient into update
+    ``inject_at``; keeps the minibatch and true gradients of the first update that ran."""
+
+    def __init__(self, inject_at: int) -> None:
+        self.inject_at = inject_at
+        self.applied: list[int] = []
+        self.moved: list[bool] = []
+        self.scales: list[tuple[float, float]] = []
+        self.first: tuple[dict, dict[str, torch.Tensor]] | None = None
+
+    def before_training_iteration(self, strategy) -> None:
+        self._weights = {n: p.detach().clone() for n, p in strategy.trainable_parameters().items()}
+
+    def after_backward(self, strategy) -> None:
+        self._scale = strategy.scaler.get_scale()
+        if strategy.update_step == self.inject_at:
+            next(iter(strategy.trainable_parameters().values())).grad.view(-1)[0] = math.inf
+
+    def before_update(self, strategy) -> None:
+        self.applied.append(strategy.update_step)
+        if self.first is None:
+            grads = {n: p.grad.clone() for n, p in strategy.trainable_parameters().items()}
+            self.first = (dict(strategy.mbatch), grads)
+
+    def after_training_iteration(self, strategy) -> None:
+        now = strategy.trainable_parameters()
+        self.moved.append(any(not torch.equal(now[n], w) for n, w in self._weights.items()))
+        self.scales.append((self._scale, strategy.scaler.get_scale()))
+
+
+def test_fp16_trains_close_to_fp32(tiny, default_stream) -> None:
+    task = default_stream.tasks[0]
+    before = {n: p.detach().clone() for n, p in tiny[0].named_parameters()}
+    fp32, _ = train(tiny, task, max_steps=4)
+    delta32 = _delta(fp32.model, before)
+    _restore(fp32.model, before)
+    fp16, seen = train(tiny, task, max_steps=4, precision="fp16")
+    delta16 = _delta(fp16.model, before)
+    assert seen.dtypes == {torch.float16}
+    assert all(p.dtype == torch.float32 for p in fp16.model.parameters())  # weights stay fp32
+    assert fp16.skipped_updates < 4
+    cosine = torch.nn.functional.cosine_similarity(delta32, delta16, dim=0)
+    assert cosine > 0.9, f"fp16 updates point elsewhere than fp32's (cosine {cosine:.3f})"
+
+
+def test_fp16_scales_the_loss_and_skips_overflowed_updates(tiny, default_stream) -> None:
+    model = tiny[0]
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    probe = ScalerProbe(inject_at=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. lr_scheduler.step() without an optimizer step
+        template, recorder = train(
+            tiny,
+            default_stream.tasks[0],
+            probe,
+            max_steps=5,
+            precision="fp16",
+            max_grad_norm=None,
+            lr_schedule="linear",
+        )
+    skipped = [i for i in range(5) if i not in probe.applied]
+    assert 2 in skipped and template.skipped_updates == len(skipped) < 5
+    for i in range(5):
+        assert probe.moved[i] == (i not in skipped), i  # a skipped update leaves every weight as it was
+        scale_before, scale_after = probe.scales[i]
+        assert scale_after == (scale_before / 2 if i in skipped else scale_before), i
+    assert template.scheduler.last_epoch == len(probe.applied)  # the schedule waits for real steps
+    assert len(recorder.lrs) == len(probe.applied)
+
+    # the first update that ran saw the true gradients: the weights were still the initial ones
+    batch, grads = probe.first
+    _restore(model, before)
+    model.zero_grad(set_to_none=True)
+    model(**batch).loss.backward()  # fp32, no autocast, no scaling
+    for name, g in grads.items():
+        reference = dict(model.named_parameters())[name].grad
+        error = float((g - reference).norm() / reference.norm().clamp_min(1e-12))
+        assert error < 0.05, f"{name}: fp16 gradient off the fp32 one by {error:.3f} of its norm"
+
+
+def test_fp16_masked_strategy_leaves_masked_out_weights_bit_identical(tiny, default_stream, tmp_path):
+    from cltune.selective import load_masks
+    from cltune.strategies.registry import build_preset
+
+    model, processor = tiny
+    preset = build_preset("magnitude-mask", ratio=0.5)
+    model = preset.prepare(model, "language_model")
+    config = TrainConfig(batch_size=8, max_steps=3, lr=1e-3, weight_decay=0.1, precision="fp16")
+    template = Template(model, Encoder(processor), config, preset.plugins, progress=False)
+    template.run_dir = tmp_path
+    scope = template.trainable_parameters()
+    before = {n: p.detach().clone() for n, p in scope.items()}
+    template.train(Experience(1, [default_stream.tasks[0]]))
+    assert template.skipped_updates < 3
+    masks = load_masks(tmp_path / "analysis" / f"masks-{default_stream.tasks[0].name}.safetensors")
+    assert set(masks) == set(before)
+    moved = 0
+    for name, p in scope.items():
+        changed = p.detach() != before[name]
+        assert not bool((changed & ~masks[name]).any()), name  # masked out: bit for bit
+        moved += int(changed.sum())
+    assert moved > 0
+
+
+class SpiderSum(Plugin):
+    """SPIDER's running ΣG, flattened, after each update (runs after the SPIDER plugin)."""
+
+    def __init__(self, spider: Plugin) -> None:
+        self.spider = spider
+
+    def after_update(self, strategy) -> None:
+        self.grad_sum = torch.cat([g.flatten() for g in self.spider._grad_sum.values()])
+
+
+def test_fp16_spider_sums_unscaled_gradients(tiny, default_stream) -> None:
+    from cltune.strategies.registry import build_preset
+
+    sums = {}
+    before = {n: p.detach().clone() for n, p in tiny[0].named_parameters()}
+    for precision in ("fp32", "fp16"):
+        _restore(tiny[0], before)
+        spider = build_preset("spider").plugins[0]
+        probe = SpiderSum(spider)
+        train(tiny, default_stream.tasks[0], spider, probe, max_steps=3, precision=precision)
+        sums[precision] = probe.grad_sum
+    assert bool(sums["fp16"].isfinite().all())  # an overflowed update adds nothing
+    ratio = float(sums["fp16"].norm() / sums["fp32"].norm())
+    assert 0.3 < ratio < 3, f"fp16 ΣG has {ratio:.3g} times the norm of fp32's (loss scale left in?)"
+
+
+def test_fp16_is_refused_where_it_cannot_run(monkeypatch) -> None:
+    from cltune import distributed
+
+    with pytest.raises(
+        ValueError, match=r"precision='fp16' does not run on the device 'meta'.*use precision='bf16'"
+    ):
+        TrainConfig(precision="fp16").check_precision("meta")
+    TrainConfig(precision="fp16").check_precision("cpu")  # this torch: CPU float16 autocast and scaler
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    with pytest.raises(ValueError, match=r"precision='fp16' under FSDP.*--set precision=bf16"):
+        distributed.check_strategy("naive", [], TrainConfig(precision="fp16"))

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from cltune.utils import unknown_name_error
 
 LR_SCHEDULES = ("constant", "linear", "cosine")
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -20,9 +21,11 @@ class TrainConfig:
     AdamW is made for every experience (Avalanche's default), so no optimizer state crosses tasks;
     its learning rate follows ``lr_schedule`` (``constant``, ``linear`` or ``cosine`` decay to 0
     over the experience) after ``warmup_steps`` of linear warm-up, restarted per experience.
-    ``precision="bf16"`` runs forward passes (training and generation) under bfloat16 autocast,
-    weights and optimizer state staying fp32; ``gradient_checkpointing`` recomputes activations
-    in backward instead of keeping them (Hugging Face models).
+    ``precision="bf16"`` runs forward passes (training, generation and scoring) under bfloat16
+    autocast, weights and optimizer state staying fp32; ``precision="fp16"`` under float16 autocast,
+    with the loss scaled against gradient underflow (:class:`torch.amp.GradScaler`, see
+    :meth:`cltune.strategies.template.Template.make_scaler`); ``gradient_checkpointing``
+    recomputes activations in backward instead of keeping them (Hugging Face models).
     """
 
     epochs: int = 1
@@ -73,11 +76,6 @@ class TrainConfig:
             raise ValueError(
                 f"training option lr_schedule must be one of {LR_SCHEDULES}, got {self.lr_schedule!r}"
             )
-        if self.precision == "fp16":
-            raise ValueError(
-                "training option precision='fp16' is not supported (it needs loss scaling); use 'bf16' "
-                "(CPUs and GPUs from Ampere on) or 'fp32'"
-            )
         if self.precision not in PRECISIONS:
             raise ValueError(f"training option precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not isinstance(self.gradient_checkpointing, bool):
@@ -102,13 +100,30 @@ class TrainConfig:
         return math.ceil(self.max_steps / per_epoch), self.max_steps
 
     def check_precision(self, device: str) -> None:
-        """Refuse bf16 on a CUDA device without bfloat16 support, naming the fix."""
+        """Refuse bf16 on a CUDA device without bfloat16 support, and fp16 on a device type whose
+        autocast or GradScaler does not take float16 in this torch, naming the fix."""
         import torch
 
         if self.precision == "bf16" and device.startswith("cuda") and not torch.cuda.is_bf16_supported():
             raise ValueError(
-                f"precision='bf16' is not supported on {torch.cuda.get_device_name()}; use precision='fp32'"
+                f"precision='bf16' is not supported on {torch.cuda.get_device_name()}; use 'fp16' or 'fp32'"
             )
+        if self.precision == "fp16":
+            kind = torch.device(device).type
+            with warnings.catch_warnings(record=True) as caught:  # torch warns and disables itself
+                warnings.simplefilter("always")
+                try:
+                    with torch.autocast(kind, dtype=torch.float16):
+                        problem = "" if torch.is_autocast_enabled(kind) else "autocast stays disabled"
+                    torch.amp.GradScaler(kind)
+                except RuntimeError as err:
+                    problem = str(err)
+            problem = "; ".join([problem, *(str(w.message) for w in caught)]).strip("; ")
+            if problem:
+                raise ValueError(
+                    f"precision='fp16' does not run on the device {device!r} with torch {torch.__version__} "
+                    f"({problem}); use precision='bf16' or 'fp32'"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

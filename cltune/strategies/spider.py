@@ -7,6 +7,10 @@ else 0, divided by the mean of its non-zero entries and capped at 1
 (:func:`cltune.selective.spider_share`); after each optimizer step θ ← θ_pre·(1 − c) + θ·c
 (:func:`cltune.selective.spider_merge_`). No mask ratio: c decides per entry.
 
+Under fp16, ΣG sums the unscaled gradients of the updates that were not skipped for overflow
+(with ``grad_accum`` > 1, the micro-batches of a skipped update before the one that overflowed
+stay in ΣG).
+
 θ_pre is the model at the start of each experience (in a stream, the pre-trained model of that
 step), so an entry with c = 0 is held at its value before the experience. Extra memory per
 trainable parameter: θ_pre in the parameter's dtype and ΣG in float32 (8 bytes for fp32
@@ -43,7 +47,13 @@ class SpiderPlugin(Plugin):
         self._grad_sum = {}
 
     def after_backward(self, strategy) -> None:
-        accumulate_(self._grad_sum, {name: p.grad for name, p in self._params.items()})
+        grads = {name: p.grad for name, p in self._params.items()}
+        scale = 1.0
+        if strategy.scaler is not None:  # fp16: .grad holds the gradients times the loss scale
+            if not all(g is None or bool(g.isfinite().all()) for g in grads.values()):
+                return  # they overflowed: the template skips this update
+            scale = 1.0 / strategy.scaler.get_scale()
+        accumulate_(self._grad_sum, grads, scale)
 
     def after_update(self, strategy) -> None:
         for name, g in self._grad_sum.items():  # one share tensor alive at a time

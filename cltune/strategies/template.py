@@ -3,6 +3,13 @@
 The template owns ``model``, ``optimizer``, the current ``experience``, the minibatch
 (``mb_examples`` as rows, ``mbatch`` as a dict of tensors), ``mb_output`` and ``loss``.
 Every mechanism of a strategy (replay, regularizers, masks, adapters, merging) is a plugin.
+
+Under ``precision="fp16"`` the loss is scaled before backward (``scaler``), so at
+``after_backward`` ``.grad`` holds the gradients times ``scaler.get_scale()``; they are unscaled
+before clipping, so ``before_update`` and ``after_update`` see the true gradients. An update whose
+gradients overflowed is skipped: no ``before_update``, optimizer step, scheduler step or
+``after_update`` (it still counts as one of the experience's updates, so the batches drawn are
+those of fp32).
 """
 
 from __future__ import annotations
@@ -74,6 +81,8 @@ class Template:
         self.plugins = list(plugins)
         self.progress = progress
         self.optimizer: torch.optim.Optimizer | None = None
+        self.scaler: torch.amp.GradScaler | None = None
+        self.skipped_updates = 0  # fp16 updates skipped for overflowed gradients, this experience
         self.experience: Experience | None = None
         self.eval_task: Task | None = None
         self.mb_examples: list[tuple[Task, int]] = []
@@ -107,9 +116,21 @@ class Template:
         return make_adamw(self.model, self.config)
 
     def autocast(self) -> torch.autocast:
-        """The forward passes' autocast: bfloat16 with ``precision="bf16"``, else disabled."""
-        bf16 = self.config.precision == "bf16"
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
+        """The forward passes' autocast: bfloat16 with ``precision="bf16"``, float16 with ``"fp16"``,
+        else disabled."""
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.config.precision)
+        return torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
+
+    def make_scaler(self) -> torch.amp.GradScaler | None:
+        """The loss scaler of one experience under ``precision="fp16"`` (None otherwise).
+
+        One per experience, like the optimizer: every experience starts from the same scale (2^16),
+        so its updates do not depend on how an earlier experience's gradients overflowed, and a run
+        resumed from a checkpoint (which keeps no optimizer or scaler state) trains each remaining
+        experience as an uninterrupted run does. The cost: the first updates of an experience whose
+        gradients overflow at 2^16 are skipped while the scale halves.
+        """
+        return torch.amp.GradScaler(self.device.type) if self.config.precision == "fp16" else None
 
     def make_scheduler(self, updates: int) -> torch.optim.lr_scheduler.LRScheduler | None:
         """The learning-rate schedule of one experience of ``updates`` optimizer steps (None when the
@@ -149,6 +170,7 @@ class Template:
         rows = experience.rows
         epochs, updates = self.config.planned_updates(len(rows))
         self.scheduler = self.make_scheduler(updates)
+        self.scaler, self.skipped_updates = self.make_scaler(), 0
         bar = tqdm(
             total=updates,
             desc=f"train {experience.name}",
@@ -192,21 +214,45 @@ class Template:
                 "check the data. Finished experiences are kept in results.json"
             )
         loss = self.loss if self.mb_weight == 1.0 else self.loss * self.mb_weight
-        distributed.backward(loss / self.config.grad_accum)
+        loss = loss / self.config.grad_accum
+        distributed.backward(loss if self.scaler is None else self.scaler.scale(loss))
         self.call("after_backward")
         self.micro_step += 1  # counted across epochs, so accumulation never straddles a reset
         if self.micro_step % self.config.grad_accum == 0:
-            if self.config.max_grad_norm:
-                distributed.clip_grad_norm_(
-                    list(self.trainable_parameters().values()), self.config.max_grad_norm
-                )
+            self._update()
+            bar.update(1)
+            postfix = {"loss": f"{self.loss.item():.3f}"}
+            if self.skipped_updates:
+                postfix["skipped"] = self.skipped_updates
+            bar.set_postfix(postfix, refresh=False)
+        self.call("after_training_iteration")
+
+    def _update(self) -> None:
+        """One optimizer update from the accumulated gradients (see the module docstring for fp16)."""
+        params = list(self.trainable_parameters().values())
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.config.max_grad_norm:
+            distributed.clip_grad_norm_(params, self.config.max_grad_norm)
+        skipped = self.scaler is not None and not _finite_gradients(params)
+        if not skipped:
             self.call("before_update")
+        if self.scaler is None:
             self.optimizer.step()
+        else:  # steps only if unscale_ found every gradient finite, then adapts the scale
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        if skipped:
+            self.skipped_updates += 1
+        else:
             if self.scheduler is not None:
                 self.scheduler.step()
             self.call("after_update")
-            self.optimizer.zero_grad(set_to_none=True)
-            self.update_step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{self.loss.item():.3f}", refresh=False)
-        self.call("after_training_iteration")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.update_step += 1
+
+
+def _finite_gradients(params: list[nn.Parameter]) -> bool:
+    """Whether every gradient of ``params`` is finite (what the GradScaler's step checks)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    return not grads or bool(torch.stack([g.isfinite().all() for g in grads]).all())

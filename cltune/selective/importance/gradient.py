@@ -30,16 +30,18 @@ def gradient(
     return finish({name: g.abs() for name, g in total.items()}, dtype)
 
 
-def accumulate_(total: dict[str, Tensor], grads: Mapping[str, Tensor | None]) -> None:
-    """Add ``grads`` into the float32 running sum ``total`` in place (None counts as zero).
+def accumulate_(total: dict[str, Tensor], grads: Mapping[str, Tensor | None], scale: float = 1.0) -> None:
+    """Add ``scale · grads`` into the float32 running sum ``total`` in place (None counts as zero).
 
     During training, call it at ``after_backward`` with ``{n: p.grad for n, p in params}`` to
-    keep the ΣG that GMT and SPIDER need.
+    keep the ΣG that GMT and SPIDER need (``scale`` = 1 / the loss scale under fp16).
     """
     for name, g in grads.items():
         if g is None:
             continue
         if name in total:
-            total[name].add_(g.detach())
-        else:
+            total[name].add_(g.detach(), alpha=scale)
+        elif scale == 1.0:
             total[name] = g.detach().float().clone()
+        else:
+            total[name] = g.detach().float() * scale
