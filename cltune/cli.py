@@ -6,6 +6,8 @@ import argparse
 import ast
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -127,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     analyze.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, or folders of them")
     _add_analysis_options(analyze, "analyses to compute", default=",".join(ANALYSES))
+    for command in (report, analyze):
+        command.add_argument("--quiet", action="store_true", help="no progress bars")
     sub.add_parser("list", help="show the built-in streams, strategies and models")
     return parser
 
@@ -175,8 +179,16 @@ def _analyses(args: argparse.Namespace) -> list[str]:
     return chosen
 
 
-def _analyze(run_dirs: list[Path], what: list[str], method: str, examples: int, strict: bool = True) -> None:
-    """Compute the analyses of each run into <run>/analysis/ (base models are loaded once).
+def _analyze(
+    run_dirs: list[Path],
+    what: list[str],
+    method: str,
+    examples: int,
+    strict: bool = True,
+    progress: bool = True,
+) -> None:
+    """Compute the analyses of each run into <run>/analysis/ (base models are loaded once), with
+    progress bars unless ``progress`` is False.
 
     With ``strict=False`` (at the end of ``cltune run``) a run that cannot be analysed is reported
     on stderr and skipped, so the report is still written (its figures then say what is missing).
@@ -195,10 +207,21 @@ def _analyze(run_dirs: list[Path], what: list[str], method: str, examples: int, 
                 raise ValueError(f"run {run.path}: cannot rebuild its trained model ({err})") from err
             key = (run.model, stream.name, tuple(stream.general_names), stream.seed)
             if key not in bases:
-                bases[key] = load_model(run.model, pretrain_tasks=stream.general, seed=stream.seed)[0].eval()
+                base = load_model(
+                    run.model, pretrain_tasks=stream.general, seed=stream.seed, progress=progress
+                )
+                bases[key] = base[0].eval()
             started = time.perf_counter()
             written = analyze_run(
-                run, bases[key], tuned, processor, stream, what=what, method=method, n_examples=examples
+                run,
+                bases[key],
+                tuned,
+                processor,
+                stream,
+                what=what,
+                method=method,
+                n_examples=examples,
+                progress=progress,
             )
         except (ValueError, OSError) as err:
             if strict:
@@ -281,14 +304,14 @@ def command_run(args: argparse.Namespace) -> int:
         return 0
     run_dirs = [result.run_dir for result in results]
     if analyses:
-        _analyze(run_dirs, analyses, args.method, args.examples, strict=False)
+        _analyze(run_dirs, analyses, args.method, args.examples, strict=False, progress=not args.quiet)
     print()
     _print_comparison(run_dirs)
     print(f"\n{len(results)} run(s) in {Path(args.out)}/ ({time.perf_counter() - started:.0f} s)")
     if not args.no_report:
         from cltune.reports import write_report
 
-        written = write_report(run_dirs, Path(args.out) / "report")
+        written = write_report(run_dirs, Path(args.out) / "report", progress=not args.quiet)
         print(f"report: {written.get('html')} and {written.get('md')}")
     return 0
 
@@ -299,7 +322,7 @@ def command_report(args: argparse.Namespace) -> int:
 
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     run_dirs = find_runs(args.runs)
-    written = write_report(run_dirs, args.out, formats, args.mask_ratio)
+    written = write_report(run_dirs, args.out, formats, args.mask_ratio, progress=not args.quiet)
     print(f"report of {len(run_dirs)} run(s):")
     for path in written.values():
         print(f"  {path}")
@@ -312,7 +335,7 @@ def command_analyze(args: argparse.Namespace) -> int:
     analyses = _analyses(args)
     if not analyses:
         raise ValueError("--analyze none: nothing to do; choose from " + ", ".join(ANALYSES))
-    _analyze(find_runs(args.runs), analyses, args.method, args.examples)
+    _analyze(find_runs(args.runs), analyses, args.method, args.examples, progress=not args.quiet)
     return 0
 
 
@@ -347,10 +370,28 @@ def main(argv: list[str] | None = None) -> int:
         "list": command_list,
     }[args.command]
     try:
-        return handler(args)
+        with _quiet_libraries(getattr(args, "quiet", False)):
+            return handler(args)
     except (ValueError, OSError, FloatingPointError) as err:  # FloatingPointError: a NaN/inf loss
         print(f"cltune: error: {err}", file=sys.stderr)
         return 2
+
+
+@contextmanager
+def _quiet_libraries(quiet: bool) -> Iterator[None]:
+    """With ``--quiet``, also no Hugging Face progress bars (e.g. "Loading weights"), restored after."""
+    if not quiet:
+        yield
+        return
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 if __name__ == "__main__":

@@ -362,7 +362,9 @@ def run_experiment(
 
     started = time.perf_counter()
     with distributed.main_process_first():  # the main process pre-trains and caches a built-in model
-        model, processor = load_model(spec.model, pretrain_tasks=stream.general, seed=stream.seed)
+        model, processor = load_model(
+            spec.model, pretrain_tasks=stream.general, seed=stream.seed, progress=progress
+        )
     encoder = _shared_encoder(zero_shot, spec, processor)
     progress = progress and main
     run.start(config)

@@ -245,3 +245,23 @@ def test_fp16_is_refused_where_it_cannot_run(monkeypatch) -> None:
     monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
     with pytest.raises(ValueError, match=r"precision='fp16' under FSDP.*--set precision=bf16"):
         distributed.check_strategy("naive", [], TrainConfig(precision="fp16"))
+
+
+def test_quiet_hides_every_progress_bar_and_the_default_shows_them(
+    capsys, small_recipe, tmp_path, tiny_cached
+):
+    """``cltune run --quiet`` (training, evaluation, model loading, analyses, report) writes no bar;
+    ``cltune analyze`` and ``cltune report`` show theirs unless ``--quiet``."""
+    from cltune.cli import main
+
+    out = tmp_path / "runs"
+    run = [str(small_recipe), "--strategies", "naive", "--set", "max_steps=1", "--out", str(out)]
+    assert main(["run", *run, "--analyze", "drift", "--quiet"]) == 0
+    assert "%|" not in capsys.readouterr().err
+    run_dir = next(p for p in out.iterdir() if (p / "results.json").is_file())
+    assert main(["analyze", str(run_dir), "--analyze", "drift"]) == 0
+    assert "analyse " in capsys.readouterr().err
+    assert main(["report", str(run_dir), "--out", str(tmp_path / "report")]) == 0
+    assert "report figures" in capsys.readouterr().err
+    assert main(["report", str(run_dir), "--out", str(tmp_path / "report"), "--quiet"]) == 0
+    assert "%|" not in capsys.readouterr().err

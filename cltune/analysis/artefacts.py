@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 from safetensors import SafetensorError
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from cltune.analysis.batches import task_batches
 from cltune.analysis.drift import representation_drift, weight_drift
@@ -109,13 +110,15 @@ def analyze_run(
     method: str = "gradient",
     n_examples: int = 32,
     batch_size: int = 16,
+    progress: bool = True,
 ) -> list[Path]:
     """Compute the analyses ``what`` of ``run`` into ``<run>/analysis/``; returns the files written.
 
     ``base`` is the model the run started from and ``tuned`` the trained model (see
     :func:`cltune.experiment.load_trained_model`); ``processor`` encodes the tasks of ``stream``.
     Importance maps use ``method`` on the first ``n_examples`` training rows of each stream task;
-    representation drift the first ``n_examples`` test rows of each general task.
+    representation drift the first ``n_examples`` test rows of each general task. A progress bar
+    counts the analyses and tasks done unless ``progress`` is False.
     """
     chosen = list(what)
     unknown = sorted(set(chosen) - set(ANALYSES))
@@ -124,21 +127,28 @@ def analyze_run(
     folder = run.analysis_dir
     folder.mkdir(exist_ok=True)
     device = next(tuned.parameters()).device
+    drift_tasks = stream.general or stream.tasks
+    steps = ("drift" in chosen) + len(drift_tasks) * ("representation" in chosen)
+    bar = tqdm(
+        total=steps + len(stream.tasks) * ("importance" in chosen),
+        desc=f"analyse {run.name}",
+        unit="step",
+        disable=not progress,
+        leave=False,
+    )
     written: list[Path] = []
     if "drift" in chosen:
         _write_csv(folder / WEIGHT_DRIFT, weight_drift(base, tuned))
         written.append(folder / WEIGHT_DRIFT)
+        bar.update(1)
     if "representation" in chosen:
-        frames = [
-            representation_drift(
-                base,
-                tuned,
-                task_batches(
-                    task, processor, split="test", n_examples=n_examples, batch_size=batch_size, device=device
-                ),
-            ).assign(task=task.name)
-            for task in (stream.general or stream.tasks)
-        ]
+        frames = []
+        for task in drift_tasks:
+            batches = task_batches(
+                task, processor, split="test", n_examples=n_examples, batch_size=batch_size, device=device
+            )
+            frames.append(representation_drift(base, tuned, batches).assign(task=task.name))
+            bar.update(1)
         _write_csv(folder / REPRESENTATION_DRIFT, pd.concat(frames, ignore_index=True))
         written.append(folder / REPRESENTATION_DRIFT)
     if "importance" in chosen:
@@ -151,4 +161,6 @@ def analyze_run(
             importance_map(tuned, batches, method, info={"task": task.name, "run": run.name}).save(tmp)
             tmp.replace(path)
             written.append(path)
+            bar.update(1)
+    bar.close()
     return written

@@ -33,17 +33,18 @@ def load_model(
     dtype: torch.dtype | str | None = None,
     pretrain_tasks: list | None = None,
     seed: int = 0,
+    progress: bool = True,
 ) -> tuple[nn.Module, Any]:
     """Return ``(model, processor)`` for a built-in name, a local folder or a Hub id.
 
     ``pretrain_tasks`` are the general tasks the built-in ``tiny`` model is pre-trained on
     (the default stream's if None); ``smol`` (aligned on a fixed caption mixture), hub and local
-    models ignore them.
+    models ignore them. ``progress``: the tiny model's pre-training bar (when it is not cached).
     """
     if name_or_path == "tiny":
         from cltune.models.tiny import load_tiny
 
-        return load_tiny(pretrain_tasks, seed=seed)
+        return load_tiny(pretrain_tasks, seed=seed, progress=progress)
     if name_or_path == "smol":
         from cltune.models.smol.align import load_smol
 

@@ -52,8 +52,11 @@ def _cache_key(tasks: list[Task], seed: int) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def pretrain(model: torch.nn.Module, encoder: Encoder, tasks: list[Task], seed: int) -> None:
-    """Train every parameter on the mixture of the tasks' train splits (AdamW, warm-up, cosine)."""
+def pretrain(
+    model: torch.nn.Module, encoder: Encoder, tasks: list[Task], seed: int, progress: bool = True
+) -> None:
+    """Train every parameter on the mixture of the tasks' train splits (AdamW, warm-up, cosine),
+    with a progress bar unless ``progress`` is False."""
     rows = [(t, i) for t in tasks for i in range(len(t.train))]
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=PRETRAIN["lr"], weight_decay=0.01)
@@ -63,8 +66,8 @@ def pretrain(model: torch.nn.Module, encoder: Encoder, tasks: list[Task], seed: 
         lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + torch.cos(torch.tensor(s / steps * 3.1416)).item()),
     )
     model.train()
-    progress = tqdm(range(steps), desc="pre-training tiny model", unit="step")
-    for _ in progress:
+    bar = tqdm(range(steps), desc="pre-training tiny model", unit="step", disable=not progress)
+    for _ in bar:
         fault_point("pretrain")
         pick = torch.randint(len(rows), (PRETRAIN["batch_size"],), generator=generator).tolist()
         features = [encoder.encode(rows[j][0].train, rows[j][1], rows[j][0].name, True) for j in pick]
@@ -74,14 +77,15 @@ def pretrain(model: torch.nn.Module, encoder: Encoder, tasks: list[Task], seed: 
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
-        progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     model.eval()
 
 
 def load_tiny(
-    tasks: list[Task] | None, seed: int = 0
+    tasks: list[Task] | None, seed: int = 0, progress: bool = True
 ) -> tuple[LlavaForConditionalGeneration, LlavaProcessor]:
-    """The pre-trained tiny model for ``tasks`` (the default stream's general tasks if None)."""
+    """The pre-trained tiny model for ``tasks`` (the default stream's general tasks if None);
+    ``progress``: the pre-training bar when it is not cached yet."""
     if tasks is None:
         from cltune.data.recipe import load_stream
 
@@ -90,20 +94,20 @@ def load_tiny(
         raise ValueError("the tiny model is pre-trained on the stream's general tasks; add [[general]]")
     folder = cache_dir() / f"tiny-{_cache_key(tasks, seed)}"
     if not (folder / "config.json").is_file():
-        _build_and_cache(folder, tasks, seed)
+        _build_and_cache(folder, tasks, seed, progress)
     model = LlavaForConditionalGeneration.from_pretrained(folder)
     processor = LlavaProcessor.from_pretrained(folder)
     model.eval()
     return model, processor
 
 
-def _build_and_cache(folder: Path, tasks: list[Task], seed: int) -> None:
+def _build_and_cache(folder: Path, tasks: list[Task], seed: int, progress: bool) -> None:
     start = time.perf_counter()
     tokenizer = build_tokenizer(_corpus())
     processor = build_processor(tokenizer)
     torch.manual_seed(seed)
     model = build_random_model(tokenizer, seed)
-    pretrain(model, Encoder(processor, "tiny"), tasks, seed)
+    pretrain(model, Encoder(processor, "tiny"), tasks, seed, progress)
     with atomic_dir(folder) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from tqdm.auto import tqdm
 
 from cltune import __version__
 from cltune.analysis.comparison import Comparison, compare_runs
@@ -118,8 +119,9 @@ def _figure_specs(mask_ratio: float) -> list[tuple[str, str, str, Callable[[Comp
     ]
 
 
-def build_report(comparison: Comparison, mask_ratio: float = 0.05) -> Report:
-    """Every table and figure of the report (figures rendered to PNG bytes)."""
+def build_report(comparison: Comparison, mask_ratio: float = 0.05, progress: bool = True) -> Report:
+    """Every table and figure of the report (figures rendered to PNG bytes, with a progress bar
+    unless ``progress`` is False)."""
     first = comparison.runs[0]
     seeds = sorted({r.seed for r in comparison.runs})
     overview = [
@@ -135,7 +137,10 @@ def build_report(comparison: Comparison, mask_ratio: float = 0.05) -> Report:
         ("generated", f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by cltune {__version__}"),
     ]
     sections = []
-    for name, title, caption, draw in _figure_specs(mask_ratio):
+    specs = _figure_specs(mask_ratio)
+    for name, title, caption, draw in tqdm(
+        specs, desc="report figures", unit="figure", disable=not progress, leave=False
+    ):
         result = draw(comparison)
         if isinstance(result, str):
             sections.append(FigureSection(name, title, caption, note=result))
@@ -162,6 +167,7 @@ def write_report(
     out: str | Path,
     formats: Sequence[str] = FORMATS,
     mask_ratio: float = 0.05,
+    progress: bool = True,
 ) -> dict[str, Path]:
     """Write the report of ``runs`` into ``out``: ``report.md`` with ``figures/*.png`` beside it,
     ``report.html`` (self-contained), and ``metrics.csv`` (every metric of every run).
@@ -173,7 +179,7 @@ def write_report(
     if unknown or not formats:
         raise ValueError(f"unknown report format {unknown[0] if unknown else ''!r}; choose from md, html")
     comparison = runs if isinstance(runs, Comparison) else compare_runs(runs)
-    report = build_report(comparison, mask_ratio)
+    report = build_report(comparison, mask_ratio, progress)
     out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
