@@ -23,7 +23,7 @@ from cltune.models.loading import cache_dir
 from cltune.models.smol.modeling import CltuneSmolForConditionalGeneration
 from cltune.utils import atomic_dir
 
-ALIGN = {"version": 2, "train_size": 1500, "steps": 200, "batch_size": 8, "lr": 1e-3, "warmup": 20}
+ALIGN = {"version": 2, "train_size": 1500, "steps": 300, "batch_size": 8, "lr": 1e-3, "warmup": 20}
 
 
 def cache_key(seed: int) -> str:
