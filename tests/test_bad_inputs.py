@@ -300,7 +300,9 @@ def test_an_output_folder_that_cannot_be_written(capsys, tmp_path, small, finish
         run_experiment(spec, blocker / "sub", progress=False)
     assert blocker.read_text() == "not a folder"
     error = _cli(capsys, "report", str(finished_run), "--out", str(blocker))
-    assert "cannot create the report folder" in error and "choose a writable --out" in error
+    assert f"cannot write to the report folder '{blocker}': it is a file" in error
+    assert "choose a writable --out" in error
+    assert blocker.read_text() == "not a folder"
 
 
 def test_launcher_accelerate_without_accelerate_configured(small, tmp_path):

@@ -17,7 +17,7 @@ from cltune.analysis.runs import Run
 from cltune.reports import figures, param_figures
 from cltune.reports.render import to_html, to_markdown
 from cltune.reports.tables import Table, comparison_table, definitions, paired_table, runs_table
-from cltune.utils import atomic_write_bytes
+from cltune.utils import atomic_write_bytes, ensure_writable_dir
 
 FORMATS = ("md", "html")
 FIGURE_DIR = "figures"
@@ -179,12 +179,8 @@ def write_report(
     if unknown or not formats:
         raise ValueError(f"unknown report format {unknown[0] if unknown else ''!r}; choose from md, html")
     comparison = runs if isinstance(runs, Comparison) else compare_runs(runs)
+    out = ensure_writable_dir(out, "the report folder", "choose a writable --out")  # before any work
     report = build_report(comparison, mask_ratio, progress)
-    out = Path(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise OSError(f"cannot create the report folder {out}: {err}; choose a writable --out") from err
     written: dict[str, Path] = {}
     if "md" in formats:
         folder = out / FIGURE_DIR
