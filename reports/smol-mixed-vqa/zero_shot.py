@@ -1,6 +1,6 @@
 """Zero-shot scores of the aligned smol model on its general tasks, with larger test sets than the
 benchmark's (per caption dataset, every held-out LM fact, 60 held-out prose passages), through
-cltune's own evaluation. Run from the repository root:
+cltune's own evaluation, written to zero_shot.json beside this script. Run from the repository root:
 
     CLTUNE_DATA_DIR=../shared/data python reports/smol-mixed-vqa/zero_shot.py
 """
@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 from cltune.data.encode import Encoder
 from cltune.data.sources.captions import captions
@@ -45,7 +46,9 @@ def main() -> None:
         for score in evaluate(strategy, tasks())
     }
     results["seconds"] = time.perf_counter() - start
-    print(json.dumps(results, indent=1))
+    text = json.dumps(results, indent=1)
+    Path(__file__).with_name("zero_shot.json").write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":
