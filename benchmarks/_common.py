@@ -35,6 +35,14 @@ def load_average() -> str:
     return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def emit(sections: Sequence[str], out: Path | None) -> None:
+    """Print the Markdown ``sections`` of a benchmark's report, and write them to ``out`` if given."""
+    text = "\n\n".join(sections)
+    print(text)
+    if out:
+        out.write_text(text + "\n")
+
+
 def rotated(names: Sequence[T], rep: int) -> list[T]:
     """``names`` started at position ``rep``: each repetition runs the competitors in another order."""
     k = rep % len(names)

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import load_average, machine
+from _common import emit, load_average, machine
 
 TARGET_S = 300.0
 
@@ -93,7 +93,7 @@ def main() -> None:
     shown = " ".join(["cltune run", *args.args.split()])
     cache = "the tiny model's cache reused" if args.cached else "an empty model cache (pre-training included)"
     threads = os.environ.get("OMP_NUM_THREADS", "unset, torch's default")
-    text = "\n\n".join(
+    emit(
         [
             "## End to end: the default run",
             f"`{shown}` with {cache}, measured by `python benchmarks/end_to_end.py"
@@ -102,11 +102,9 @@ def main() -> None:
             f"| phase | wall time (s) | share |\n|---|---:|---:|\n{rows}\n"
             f"| **total** | **{total:.1f}** | 100 % |",
             f"Target: under {TARGET_S:.0f} s — {'met' if total < TARGET_S else 'missed'} ({total:.0f} s).",
-        ]
+        ],
+        args.out,
     )
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from functools import partial
 from pathlib import Path
 
 import torch
-from _common import load_average, machine, pretrained_tiny, rotated
+from _common import emit, load_average, machine, pretrained_tiny, rotated
 
 from cltune.data.encode import collate
 from cltune.data.task import Task
@@ -180,7 +180,7 @@ def main() -> None:
         f"python benchmarks/eval_throughput.py --model {args.model} --reps {args.reps} --rows {args.rows} "
         f"--batch-size {args.batch_size} --threads {args.threads}"
     )
-    text = "\n\n".join(
+    emit(
         [
             "## Evaluation throughput",
             f"`{command}` on {info['machine']}; load average {info['load']} (1/5/15 min) at the end; "
@@ -188,11 +188,9 @@ def main() -> None:
             "tasks per "
             f"evaluation, {args.reps} interleaved repetitions.",
             report(results),
-        ]
+        ],
+        args.out,
     )
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import load_average, machine, reset_peak, rss_bytes, serve_large_blocks_by_mmap
+from _common import emit, load_average, machine, reset_peak, rss_bytes, serve_large_blocks_by_mmap
 
 from cltune.experiment import RunSpec, run_experiment
 
@@ -146,17 +146,15 @@ def main() -> None:
         f"python benchmarks/scaling.py --tasks {','.join(map(str, args.tasks))} --train-size "
         f"{args.train_size} --test-size {args.test_size} --threads {args.threads}"
     )
-    text = "\n\n".join(
+    emit(
         [
             "## How cost grows with the number of tasks",
             f"`{command}` on {machine()}; load average {load_average()} (1/5/15 min) at the end; tiny "
             "model, one general task, one epoch per task.",
             table(results, args.tasks),
-        ]
+        ],
+        args.out,
     )
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

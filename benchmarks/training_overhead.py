@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from _common import StepClock, load_average, machine, pretrained_tiny, rotated
+from _common import StepClock, emit, load_average, machine, pretrained_tiny, rotated
 from torch import nn
 
 from cltune.data.encode import Encoder, collate
@@ -257,7 +257,7 @@ def main() -> None:
         f"--reps {args.reps} --steps {args.steps} --warmup {args.warmup} --batch-size {args.batch_size} "
         f"--threads {args.threads}"
     )
-    text = "\n\n".join(
+    emit(
         [
             "## Training-loop overhead",
             f"`{command}` on {info['machine']}; load average {info['load']} (1/5/15 min) at the end; "
@@ -265,11 +265,9 @@ def main() -> None:
             f"{args.batch_size} rows.",
             table(results),
             verdict(results),
-        ]
+        ],
+        args.out,
     )
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
 
 
 if __name__ == "__main__":

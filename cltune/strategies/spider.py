@@ -30,6 +30,7 @@ from cltune.selective.importance import accumulate_
 from cltune.strategies.calibration import scope_params, snapshot
 from cltune.strategies.plugin import Plugin
 from cltune.strategies.registry import Preset, register
+from cltune.strategies.template import finite_gradients
 
 
 class SpiderPlugin(Plugin):
@@ -50,7 +51,7 @@ class SpiderPlugin(Plugin):
         grads = {name: p.grad for name, p in self._params.items()}
         scale = 1.0
         if strategy.scaler is not None:  # fp16: .grad holds the gradients times the loss scale
-            if not all(g is None or bool(g.isfinite().all()) for g in grads.values()):
+            if not finite_gradients(grads.values()):
                 return  # they overflowed: the template skips this update
             scale = 1.0 / strategy.scaler.get_scale()
         accumulate_(self._grad_sum, grads, scale)

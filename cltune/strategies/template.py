@@ -14,7 +14,7 @@ those of fp32).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -234,7 +234,7 @@ class Template:
             self.scaler.unscale_(self.optimizer)
         if self.config.max_grad_norm:
             distributed.clip_grad_norm_(params, self.config.max_grad_norm)
-        skipped = self.scaler is not None and not _finite_gradients(params)
+        skipped = self.scaler is not None and not finite_gradients(p.grad for p in params)
         if not skipped:
             self.call("before_update")
         if self.scaler is None:
@@ -252,7 +252,8 @@ class Template:
         self.update_step += 1
 
 
-def _finite_gradients(params: list[nn.Parameter]) -> bool:
-    """Whether every gradient of ``params`` is finite (what the GradScaler's step checks)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    return not grads or bool(torch.stack([g.isfinite().all() for g in grads]).all())
+def finite_gradients(grads: Iterable[torch.Tensor | None]) -> bool:
+    """Whether every gradient in ``grads`` (None: no gradient) is finite (what the GradScaler's step
+    checks)."""
+    present = [g for g in grads if g is not None]
+    return not present or bool(torch.stack([g.isfinite().all() for g in present]).all())

@@ -41,7 +41,5 @@ def accumulate_(total: dict[str, Tensor], grads: Mapping[str, Tensor | None], sc
             continue
         if name in total:
             total[name].add_(g.detach(), alpha=scale)
-        elif scale == 1.0:
-            total[name] = g.detach().float().clone()
         else:
-            total[name] = g.detach().float() * scale
+            total[name] = g.detach().float() * scale  # a new tensor (exact when scale is 1)
