@@ -11,8 +11,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import tomllib
-
 from cltune.analysis.artefacts import ANALYSES
 
 if TYPE_CHECKING:
@@ -24,6 +22,8 @@ SUMMARY_METRICS = ("mft", "mfn", "bwt", "forgetting_chaudhry", "general_change")
 
 def _parse_value(text: str) -> Any:
     """A TOML value (``true``, ``1e-3``, ``["a", "b"]``), else a Python literal (``None``), else the text."""
+    from cltune.data.recipe import tomllib  # tomli before Python 3.11
+
     try:
         return tomllib.loads(f"value = {text}")["value"]
     except tomllib.TOMLDecodeError:
