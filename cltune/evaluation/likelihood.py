@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from tqdm.auto import tqdm
 
+from cltune.data.encode import collate
 from cltune.data.task import Task
 from cltune.evaluation.generate import plugin_generation_kwargs
 
@@ -26,10 +27,9 @@ def token_accuracy(strategy, task: Task, progress: bool = True) -> tuple[float, 
     position), for the run's prediction files.
     """
     tokenizer, model, size = strategy.encoder.tokenizer, strategy.model, strategy.config.eval_batch_size
-    pad_id = strategy.encoder.pad_id
     texts = task.test["answer"]
-    rows = [tokenizer(text, truncation=True, max_length=MAX_TOKENS)["input_ids"] for text in texts]
-    too_short = [i for i, ids in enumerate(rows) if len(ids) < 2]
+    rows = [tokenizer(text, truncation=True, max_length=MAX_TOKENS, return_tensors="pt") for text in texts]
+    too_short = [i for i, enc in enumerate(rows) if enc["input_ids"].shape[1] < 2]
     if too_short:
         raise ValueError(f"task {task.name!r}: rows {too_short} have fewer than two tokens to score")
     correct = total = 0
@@ -38,13 +38,10 @@ def token_accuracy(strategy, task: Task, progress: bool = True) -> tuple[float, 
     batches = range(0, len(rows), size)
     for start in tqdm(batches, desc=f"eval {task.name}", unit="batch", disable=not progress, leave=False):
         index = list(range(start, min(start + size, len(rows))))
-        width = max(len(rows[i]) for i in index)
-        ids = torch.full((len(index), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(index), width), dtype=torch.long)
-        for j, i in enumerate(index):
-            ids[j, : len(rows[i])] = torch.tensor(rows[i])
-            mask[j, : len(rows[i])] = 1
-        batch = strategy.to_device({"input_ids": ids, "attention_mask": mask})
+        features = [{k: rows[i][k] for k in ("input_ids", "attention_mask")} for i in index]
+        padded = collate(features, strategy.encoder.pad_id)  # right-padded
+        ids, mask = padded["input_ids"], padded["attention_mask"]
+        batch = strategy.to_device(padded)
         with strategy.autocast():
             logits = model(**batch, **plugin_generation_kwargs(strategy, task, index)).logits
         predicted = logits[:, :-1].argmax(-1).cpu()
