@@ -14,6 +14,7 @@ DATA_DIR_ENV = "CLTUNE_DATA_DIR"
 VQA_FEATURES = datasets.Features(
     {"image": datasets.Image(), "question": datasets.Value("string"), "answer": datasets.Value("string")}
 )
+TEXT_FEATURES = datasets.Features({"question": datasets.Value("string"), "answer": datasets.Value("string")})
 
 
 def local_data_file(filename: str) -> Path | None:

@@ -14,7 +14,7 @@ import datasets
 import numpy as np
 
 from cltune.data.sources import register_source
-from cltune.data.sources._common import subset_rows
+from cltune.data.sources._common import TEXT_FEATURES, subset_rows
 
 FACTS = [
     ("What is the capital of France?", "The capital of France is Paris."),
@@ -54,7 +54,5 @@ def lm_facts(split: str, size: int | None, seed: int) -> datasets.Dataset:
     rows = subset_rows(np.arange(len(pool)), size, seed, f"lm_facts/{split}")
     return datasets.Dataset.from_dict(
         {"question": [pool[i][0] for i in rows], "answer": [pool[i][1] for i in rows]},
-        features=datasets.Features(
-            {"question": datasets.Value("string"), "answer": datasets.Value("string")}
-        ),
+        features=TEXT_FEATURES,
     )

@@ -29,11 +29,10 @@ import datasets
 import numpy as np
 
 from cltune.data.sources import register_source
-from cltune.data.sources._common import subset_rows
+from cltune.data.sources._common import TEXT_FEATURES, subset_rows
 
 CORPORA = ("pydoc", "wikitext")
 MIN_CHARS, MAX_CHARS = 200, 500
-TEXT_FEATURES = datasets.Features({"question": datasets.Value("string"), "answer": datasets.Value("string")})
 
 
 def prose_paragraphs(text: str) -> list[str]:
