@@ -38,13 +38,15 @@ from cltune.matrix import ZERO_SHOT, AccuracyMatrix
 from cltune.models.loading import load_model
 from cltune.strategies.config import TrainConfig
 from cltune.strategies.experience import Experience
-from cltune.strategies.registry import build_preset
+from cltune.strategies.registry import Preset, build_preset
 from cltune.strategies.template import Template
 from cltune.utils import (
     atomic_write_bytes,
     atomic_write_json,
+    derive_seed,
     ensure_writable_dir,
     remove_stale_temporaries,
+    seed_everything,
 )
 
 RESULTS_SCHEMA = "cltune.results/1"
@@ -300,6 +302,14 @@ def _experiences(stream: Stream, joint: bool) -> list[Experience]:
     return [Experience(i + 1, [task]) for i, task in enumerate(stream.tasks)]
 
 
+def _prepare(preset: Preset, model: torch.nn.Module, spec: RunSpec) -> torch.nn.Module:
+    """The strategy's model (adapters added, ...), its random initialisation drawn from the run's
+    seed, not from whatever state the global generator is in (it starts from a different seed in
+    each process), so two runs of one recipe start from the same LoRA factors."""
+    seed_everything(derive_seed(spec.seed, "prepare"))
+    return preset.prepare(model, spec.train.scope)
+
+
 def _load_params(model: torch.nn.Module, params: dict[str, torch.Tensor]) -> None:
     own = dict(model.named_parameters())
     missing = sorted(set(params) - set(own))
@@ -398,7 +408,7 @@ def run_experiment(
                 {"stage": ZERO_SHOT, "train_s": 0.0, "eval_s": time.perf_counter() - started}
             )
 
-        model = preset.prepare(base.model, spec.train.scope)
+        model = _prepare(preset, base.model, spec)
         strategy = Template(model, encoder, spec.train, [*preset.plugins, *loggers], progress=progress)
         strategy.run_dir = run.path if main else None
         for plugin in preset.plugins:
@@ -502,7 +512,7 @@ def load_trained_model(run_dir: str | Path) -> tuple[torch.nn.Module, Any, Strea
     stream = build_stream(spec.recipe)
     preset = build_preset(spec.strategy, **spec.strategy_params)
     model, processor = load_model(spec.model, pretrain_tasks=stream.general, seed=stream.seed)
-    model = preset.prepare(model, spec.train.scope)
+    model = _prepare(preset, model, spec)
     for plugin in preset.plugins:
         if hasattr(plugin, "attach_tasks"):
             plugin.attach_tasks(stream.tasks)
