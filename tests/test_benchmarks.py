@@ -113,3 +113,17 @@ def test_end_to_end_splits_the_run_into_phases(tmp_path: Path, small_recipe: Pat
     assert phases["training"] > 0 and phases["evaluation"] > 0
     total = float(re.search(r"\*\*total\*\* \| \*\*([\d.]+)\*\*", report).group(1))
     assert sum(phases.values()) == pytest.approx(total, abs=0.5)
+
+
+@pytest.mark.usefixtures("tiny_cached")
+def test_feature_cache_benchmark_compares_the_memo_on_and_off(tmp_path: Path) -> None:
+    report = run_script(
+        "feature_cache.py",
+        *("--reps", "1", "--rows", "6", "--train-rows", "16", "--epochs", "2"),
+        out=tmp_path / "memo.md",
+    )
+    rows = table_rows(report, r"evaluation[^|]*|training[^|]*")
+    assert len(rows) == 3 and all(ratio(row[3]) > 0 for row in rows)
+    # The memo serves what the tower would compute: same answers, same trained weights.
+    assert rows[0][4] == "answers identical" and rows[2][4] == "weights identical"
+    assert re.search(r"The memo holds \d+ images", report)

@@ -20,6 +20,7 @@ from tiny_families import FAMILIES
 from torch import nn
 
 from cltune.data.encode import IGNORE_INDEX, ChatTemplateMissing, Encoder, collate
+from cltune.models.feature_cache import cache_tower_features
 from cltune.models.loading import load_model
 from cltune.models.scopes import lora_target_modules, scope_parameters, scope_prefixes
 
@@ -226,3 +227,23 @@ def test_load_model_on_missing_folder_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         load_model(str(missing))
     assert str(missing) in str(err.value)
+
+
+@family_names
+def test_vision_memo_serves_image_rows_and_never_patch_streams(name, saved, rows):
+    """LLaVA's and Idefics3's towers take one image (or tile) per row: the memo serves them, with
+    the same logits. Qwen2-VL's takes a flat stream of patches: the memo must never store it."""
+    model, processor = load_model(saved[name][0])
+    cache = cache_tower_features(model)
+    encoder, features = _encode(processor, rows, train=True)
+    batch = collate(features, encoder.pad_id)
+    with torch.no_grad():
+        cache.enabled = False
+        expected = model(**batch).logits
+        cache.enabled = True
+        first, second = model(**batch).logits, model(**batch).logits
+    assert torch.equal(first, expected) and torch.equal(second, expected)
+    if name == "qwen2_vl":
+        assert len(cache) == 0 and cache.hits == 0
+    else:
+        assert len(cache) >= len(rows) and cache.hits == cache.misses == len(cache)

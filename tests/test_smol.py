@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from cltune.data.encode import Encoder, collate
+from cltune.models.feature_cache import cache_tower_features
 
 
 @pytest.fixture(scope="module")
@@ -103,14 +104,15 @@ def test_frozen_tower_runs_once_per_image_and_never_updates_batch_norm(smol, ima
     for p in tower.parameters():
         p.requires_grad_(False)
     stats = {k: v.clone() for k, v in tower.net.state_dict().items() if "running" in k}
-    tower._features.clear()
+    cache = cache_tower_features(model)
+    cache.clear()
+    images = len(image_batch["pixel_values"])
     model.train()
     try:
         with torch.no_grad():
             first = model(**image_batch).logits
-            assert tower.feature_cache_size == len(image_batch["pixel_values"])
             second = model(**image_batch).logits
-        assert tower.feature_cache_size == len(image_batch["pixel_values"])
+        assert (len(cache), cache.misses, cache.hits) == (images, images, images)
         torch.testing.assert_close(first, second)
         for key, value in tower.net.state_dict().items():
             if key in stats:
@@ -120,7 +122,7 @@ def test_frozen_tower_runs_once_per_image_and_never_updates_batch_norm(smol, ima
             tower.net._bn1.bias.add_(0.5)
             third = model(**image_batch).logits
             tower.net._bn1.bias.sub_(0.5)
-        assert tower.feature_cache_size == 2 * len(image_batch["pixel_values"])
+        assert len(cache) == 2 * images
         assert not torch.allclose(first, third)
     finally:
         model.eval()
@@ -130,12 +132,12 @@ def test_frozen_tower_runs_once_per_image_and_never_updates_batch_norm(smol, ima
 
 def test_an_unfrozen_tower_is_not_cached_and_gets_gradients(smol, image_batch):
     model, _ = smol
-    tower = model.model.vision_tower
-    tower._features.clear()
+    cache = cache_tower_features(model)
+    cache.clear()
     loss = model(**image_batch).loss
     loss.backward()
-    assert tower.feature_cache_size == 0
-    assert tower.net._conv_stem.weight.grad is not None
+    assert len(cache) == 0
+    assert model.model.vision_tower.net._conv_stem.weight.grad is not None
     model.zero_grad(set_to_none=True)
 
 

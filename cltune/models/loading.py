@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from cltune.models.feature_cache import cache_tower_features
+
 BUILTIN_MODELS = {
     "tiny": "a real LlavaForConditionalGeneration (CLIP + Llama, ~0.9M parameters), pre-trained "
     "by cltune on the stream's general tasks on first use and cached",
@@ -37,10 +39,21 @@ def load_model(
 ) -> tuple[nn.Module, Any]:
     """Return ``(model, processor)`` for a built-in name, a local folder or a Hub id.
 
+    The vision tower's outputs are memoised per image whenever that cannot change them
+    (:func:`~cltune.models.feature_cache.cache_tower_features`).
+
     ``pretrain_tasks`` are the general tasks the built-in ``tiny`` model is pre-trained on
     (the default stream's if None); ``smol`` (aligned on a fixed caption mixture), hub and local
     models ignore them. ``progress``: the tiny model's pre-training bar (when it is not cached).
     """
+    model, processor = _load(name_or_path, dtype, pretrain_tasks, seed, progress)
+    cache_tower_features(model)
+    return model, processor
+
+
+def _load(
+    name_or_path: str, dtype: torch.dtype | str | None, pretrain_tasks: list | None, seed: int, progress: bool
+) -> tuple[nn.Module, Any]:
     if name_or_path == "tiny":
         from cltune.models.tiny import load_tiny
 

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from transformers import LlavaProcessor
 
 from cltune.data.encode import Encoder, collate
+from cltune.models.feature_cache import cache_tower_features
 from cltune.models.loading import cache_dir
 from cltune.models.smol.modeling import CltuneSmolForConditionalGeneration
 from cltune.utils import atomic_dir
@@ -53,6 +54,7 @@ def align_projector(
     steps = steps or ALIGN["steps"]
     data = captions("train", ALIGN["train_size"], seed)
     encoder = Encoder(processor, "smol")
+    cache_tower_features(model)  # the tower is frozen: each caption image runs through it once
     for p in model.parameters():
         p.requires_grad_(False)
     projector = model.model.multi_modal_projector

@@ -8,15 +8,11 @@ the two-layer projector maps into the LM's embedding space. Registration with ``
 ``AutoModel`` and ``AutoModelForImageTextToText`` makes ``from_pretrained``/``save_pretrained``,
 ``generate`` and PEFT work on it like on any LLaVA.
 
-When the tower is frozen (no parameter requires grad) its outputs are memoised per image, keyed
-by a hash of the pixel values and of the tower's weights, so training and evaluation run it once
-per image. A frozen tower always runs in eval mode (its batch-norm statistics never move).
+A frozen tower (no parameter requires grad) always runs in eval mode: its batch-norm statistics
+never move. cltune memoises its outputs per image (:mod:`cltune.models.feature_cache`).
 """
 
 from __future__ import annotations
-
-import hashlib
-from collections import OrderedDict
 
 import torch
 from torch import nn
@@ -33,7 +29,6 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 VISION_MODEL_TYPE = "cltune_efficientnet_lite"
 MODEL_TYPE = "cltune_smol"
-FEATURE_CACHE_SIZE = 50_000
 
 
 class EfficientNetLiteConfig(PretrainedConfig):
@@ -71,7 +66,6 @@ class EfficientNetLiteVisionModel(PreTrainedModel):
         self.net = EfficientNet.from_name(config.variant)
         del self.net._fc  # the ImageNet classifier is not part of the tower
         self.pool = nn.AdaptiveAvgPool2d(config.grid)
-        self._features: OrderedDict[tuple[str, str], torch.Tensor] = OrderedDict()
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:  # weights come from the ImageNet checkpoint
@@ -81,42 +75,16 @@ class EfficientNetLiteVisionModel(PreTrainedModel):
     def frozen(self) -> bool:
         return not any(p.requires_grad for p in self.parameters())
 
-    def _weights_key(self) -> str:
-        """A cheap fingerprint of the tower's weights and batch-norm statistics."""
-        with torch.no_grad():
-            sums = [t.double().sum().item() for t in self.net.state_dict().values() if t.is_floating_point()]
-        return hashlib.sha1(repr(sums).encode()).hexdigest()
-
-    def _compute(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        features = self.net.extract_features(pixel_values)
-        return self.pool(features).flatten(2).transpose(1, 2)  # (batch, grid², hidden)
-
-    def _cached(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        self.net.eval()
-        weights = self._weights_key()
-        keys = [(weights, hashlib.sha1(p.detach().cpu().numpy().tobytes()).hexdigest()) for p in pixel_values]
-        missing = [i for i, k in enumerate(keys) if k not in self._features]
-        if missing:
-            with torch.no_grad():
-                computed = self._compute(pixel_values[missing])
-            for i, feats in zip(missing, computed, strict=True):
-                self._features[keys[i]] = feats
-            while len(self._features) > FEATURE_CACHE_SIZE:
-                self._features.popitem(last=False)
-        return torch.stack([self._features[k] for k in keys]).to(pixel_values.device)
-
     def forward(
         self, pixel_values: torch.Tensor, return_dict: bool = True, **kwargs
     ) -> BaseModelOutputWithPooling:
-        pixel_values = pixel_values.to(next(self.parameters()).dtype)
-        tokens = self._cached(pixel_values) if self.frozen else self._compute(pixel_values)
+        if self.frozen:
+            self.net.eval()
+        features = self.net.extract_features(pixel_values.to(next(self.parameters()).dtype))
+        tokens = self.pool(features).flatten(2).transpose(1, 2)  # (batch, grid², hidden)
         return BaseModelOutputWithPooling(
             last_hidden_state=tokens, pooler_output=tokens.mean(1), hidden_states=(tokens,)
         )
-
-    @property
-    def feature_cache_size(self) -> int:
-        return len(self._features)
 
 
 class CltuneSmolConfig(LlavaConfig):

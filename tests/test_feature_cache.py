@@ -1,0 +1,175 @@
+"""The frozen vision tower's memo on the real tiny LLaVA (CLIP tower): same outputs, one tower run
+per image, never stale, never across gradients."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from cltune.data.encode import Encoder, collate
+from cltune.models.feature_cache import ATTRIBUTE, cache_tower_features, vision_tower
+from cltune.models.scopes import set_trainable
+
+
+@pytest.fixture
+def batch(tiny, default_stream):
+    model, processor = tiny
+    encoder = Encoder(processor, "tiny")
+    task = default_stream.tasks[0]
+    return collate([encoder.encode(task.test, i, task.name, True) for i in range(6)], encoder.pad_id)
+
+
+class TowerRuns:
+    """Counts the images that really went through the tower's embeddings (by wrapping their
+    forward: a hook inside the tower would turn the memo off)."""
+
+    def __init__(self, tower: torch.nn.Module):
+        self.images = 0
+        tower.embeddings.forward = self._counting(tower.embeddings.forward)
+
+    def _counting(self, forward):
+        def counted(pixel_values, *args, **kwargs):
+            self.images += len(pixel_values)
+            return forward(pixel_values, *args, **kwargs)
+
+        return counted
+
+
+def _uncached(model, fn):
+    cache = getattr(vision_tower(model), ATTRIBUTE)
+    cache.enabled = False
+    try:
+        return fn()
+    finally:
+        cache.enabled = True
+
+
+def test_load_model_installs_the_memo_and_keeps_the_state_dict(tiny):
+    model, _ = tiny
+    cache = cache_tower_features(model)
+    assert cache is getattr(model.model.vision_tower, ATTRIBUTE)
+    assert cache_tower_features(model) is cache  # idempotent
+    assert not any(ATTRIBUTE in name for name in model.state_dict())
+
+
+def test_frozen_tower_runs_once_per_image_with_identical_outputs_and_gradients(tiny, batch):
+    model, _ = tiny
+    set_trainable(model, "language_model")  # the tower is frozen, as in a language_model scope
+    model.train()
+    runs = TowerRuns(model.model.vision_tower)
+    cache = cache_tower_features(model)
+
+    def loss_and_grads():
+        model.zero_grad(set_to_none=True)
+        out = model(**batch)
+        out.loss.backward()
+        return out.logits.detach(), {
+            n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None
+        }
+
+    reference_logits, reference_grads = _uncached(model, loss_and_grads)
+    assert runs.images == 6
+    first_logits, first_grads = loss_and_grads()
+    second_logits, second_grads = loss_and_grads()
+    assert runs.images == 12  # the first cached call computed the six images, the second none
+    assert (cache.misses, cache.hits, len(cache)) == (6, 6, 6)
+    for logits, grads in ((first_logits, first_grads), (second_logits, second_grads)):
+        assert torch.equal(logits, reference_logits)
+        assert grads.keys() == reference_grads.keys()
+        assert all(torch.equal(grads[n], reference_grads[n]) for n in grads)
+
+
+def test_generate_gives_the_same_answers_from_the_memo(tiny, batch):
+    model, _ = tiny
+    prompts = {k: v for k, v in batch.items() if k != "labels"}
+    with torch.no_grad():
+        expected = _uncached(model, lambda: model.generate(**prompts, max_new_tokens=4, do_sample=False))
+        cache = cache_tower_features(model)
+        first = model.generate(**prompts, max_new_tokens=4, do_sample=False)
+        hits = cache.hits
+        second = model.generate(**prompts, max_new_tokens=4, do_sample=False)
+    assert torch.equal(first, expected) and torch.equal(second, expected)
+    assert cache.hits == hits + 6  # no parameter is frozen, but gradients are off in eval mode
+
+
+def test_a_tower_that_can_learn_is_computed_every_time_and_gets_gradients(tiny, batch):
+    model, _ = tiny
+    model.train()  # every parameter requires grad, gradients on
+    runs = TowerRuns(model.model.vision_tower)
+    cache = cache_tower_features(model)
+    model(**batch).loss.backward()
+    model(**batch)
+    assert runs.images == 12 and len(cache) == 0
+    assert model.model.vision_tower.embeddings.patch_embedding.weight.grad is not None
+
+
+def test_changed_tower_weights_are_never_served_stale(tiny, batch):
+    model, _ = tiny
+    cache = cache_tower_features(model)
+    tower = model.model.vision_tower
+    with torch.no_grad():
+        before = model(**batch).logits
+        tower.encoder.layers[0].mlp.fc2.bias.add_(0.3)  # in place, as a merge would
+        after = model(**batch).logits
+        expected = _uncached(model, lambda: model(**batch).logits)
+    assert cache.misses == 12
+    assert torch.equal(after, expected) and not torch.equal(after, before)
+
+
+def test_a_deep_copy_starts_empty_and_uses_its_own_weights(tiny, batch):
+    model, _ = tiny
+    with torch.no_grad():
+        original = model(**batch).logits
+        twin = copy.deepcopy(model)
+        twin_cache = getattr(twin.model.vision_tower, ATTRIBUTE)
+        assert len(twin_cache) == 0 and twin_cache.tower is twin.model.vision_tower
+        twin.model.vision_tower.encoder.layers[0].mlp.fc2.weight.mul_(2.0)
+        changed = twin(**batch).logits
+        again = model(**batch).logits
+    assert not torch.equal(changed, original) and torch.equal(again, original)
+
+
+def test_the_memo_stays_within_its_byte_budget(tiny, batch):
+    model, _ = tiny
+    cache = cache_tower_features(model)
+    with torch.no_grad():
+        model(**{k: v[:1] for k, v in batch.items()})
+    per_row = cache.rows.nbytes
+    cache.max_bytes = 2 * per_row
+    with torch.no_grad():
+        logits = model(**batch).logits
+        expected = _uncached(model, lambda: model(**batch).logits)
+    assert len(cache) == 2 and cache.rows.nbytes == 2 * per_row
+    assert torch.equal(logits, expected)
+
+
+def test_an_image_repeated_in_a_batch_runs_once(tiny, batch):
+    model, _ = tiny
+    runs = TowerRuns(model.model.vision_tower)
+    cache = cache_tower_features(model)
+    repeated = {k: torch.cat([v[:2], v[:2]]) for k, v in batch.items()}
+    with torch.no_grad():
+        logits = model(**repeated).logits
+        assert runs.images == 2 and (cache.misses, cache.hits) == (2, 2)
+        expected = _uncached(model, lambda: model(**repeated).logits)
+    assert torch.equal(logits, expected)
+
+
+def test_a_hook_inside_the_tower_sees_every_image(tiny, batch):
+    model, _ = tiny
+    cache = cache_tower_features(model)
+    seen = []
+    layer = model.model.vision_tower.encoder.layers[0]
+    handle = layer.register_forward_hook(lambda module, args, output: seen.append(len(args[0])))
+    try:
+        with torch.no_grad():
+            model(**batch)
+            model(**batch)
+    finally:
+        handle.remove()
+    assert seen == [6, 6] and len(cache) == 0
+    with torch.no_grad():
+        model(**batch)
+    assert len(cache) == 6  # without the hook, the memo serves again
