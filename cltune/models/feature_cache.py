@@ -201,12 +201,21 @@ def _stack(rows: list[tuple]) -> Any:
     for name, value in first.items():
         if isinstance(value, tuple):
             fields[name] = tuple(
-                torch.stack([row[name][i] for _, row in rows]) if h is not None else None
+                _batch([row[name][i] for _, row in rows]) if h is not None else None
                 for i, h in enumerate(value)
             )
         else:
-            fields[name] = torch.stack([row[name] for _, row in rows])
+            fields[name] = _batch([row[name] for _, row in rows])
     return output_class(**fields)
+
+
+def _batch(rows: list[torch.Tensor]) -> torch.Tensor:
+    """The rows as one batch laid out in memory as the tower laid out its own (a row's clone keeps
+    that layout): a matmul rounds differently on a transposed layout, so a plain ``stack`` would
+    change the results downstream in their last bits."""
+    order = sorted(range(rows[0].dim()), key=rows[0].stride, reverse=True)  # outermost dim first
+    stacked = torch.stack([row.permute(order) for row in rows])
+    return stacked.permute(0, *(order.index(d) + 1 for d in range(len(order))))
 
 
 def _nbytes(row: tuple) -> int:
