@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from cltune.data.encode import Encoder, collate
-from cltune.models.feature_cache import ATTRIBUTE, cache_tower_features, vision_tower
-from cltune.models.scopes import set_trainable
+from cltune.models.feature_cache import ATTRIBUTE, cache_tower_features
+from cltune.models.scopes import part_module, set_trainable
 
 
 @pytest.fixture
@@ -38,7 +38,7 @@ class TowerRuns:
 
 
 def _uncached(model, fn):
-    cache = getattr(vision_tower(model), ATTRIBUTE)
+    cache = getattr(part_module(model, "vision_tower"), ATTRIBUTE)
     cache.enabled = False
     try:
         return fn()

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cltune.models.scopes import PART_PATHS, unwrap
+from cltune.models.scopes import part_module
 
 DEFAULT_MAX_BYTES = 2**30
 ATTRIBUTE = "cltune_feature_cache"
@@ -73,10 +73,10 @@ class TowerFeatureCache:
 
         transformers' own output-capturing hooks do not count: they collect the hidden states
         that the memo stores."""
+        inner = [m for m in self.tower.modules() if m is not self.tower]
         hooks = [
             *nn.modules.module._global_forward_hooks.values(),
-            *(h for m in self.tower.modules() if m is not self.tower for h in m._forward_hooks.values()),
-            *(h for m in self.tower.modules() if m is not self.tower for h in m._forward_pre_hooks.values()),
+            *(h for m in inner for h in (*m._forward_hooks.values(), *m._forward_pre_hooks.values())),
         ]
         return any(not getattr(h, "__module__", "").startswith("transformers.") for h in hooks)
 
@@ -224,16 +224,10 @@ def _nbytes(row: tuple) -> int:
     return sum(t.numel() * t.element_size() for t in tensors)
 
 
-def vision_tower(model: nn.Module) -> nn.Module | None:
-    """The model's vision tower (found by :data:`~cltune.models.scopes.PART_PATHS`), or None."""
-    modules = dict(unwrap(model).named_modules())
-    return next((modules[p] for p in PART_PATHS["vision_tower"] if p in modules), None)
-
-
 def cache_tower_features(model: nn.Module, max_bytes: int = DEFAULT_MAX_BYTES) -> TowerFeatureCache | None:
     """Memoise the outputs of ``model``'s vision tower per image (idempotent); returns the memo,
     or None for a model without a vision tower. ``cache.enabled = False`` turns it off."""
-    tower = vision_tower(model)
+    tower = part_module(model, "vision_tower")
     if tower is None:
         return None
     cache = getattr(tower, ATTRIBUTE, None)

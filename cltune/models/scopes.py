@@ -47,6 +47,13 @@ def _find(model: nn.Module, paths: tuple[str, ...]) -> str | None:
     return next((p for p in paths if p in names), None)
 
 
+def part_module(model: nn.Module, part: str) -> nn.Module | None:
+    """The module of ``part`` (a key of :data:`PART_PATHS`) on the unwrapped model, or None."""
+    base = unwrap(model)
+    found = _find(base, PART_PATHS[part])
+    return base.get_submodule(found) if found is not None else None
+
+
 def scope_prefixes(model: nn.Module, scope: str) -> list[str]:
     """Module-name prefixes (on the unwrapped model) that make up ``scope``."""
     if scope not in SCOPES:
