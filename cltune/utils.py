@@ -104,11 +104,13 @@ def atomic_dir(folder: str | os.PathLike) -> Iterator[Path]:
 
     Readers see no folder or a whole one. If ``folder`` appeared meanwhile (another process
     finished first), its copy is kept and the temporary one dropped; on an error the temporary
-    folder is removed and the error raised.
+    folder is removed and the error raised. Temporaries left by a writer that was killed (their
+    name carries the writer's pid, and no such process is alive) are removed on the next call.
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    _remove_orphaned_temporaries(folder)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.{os.getpid()}."))
     try:
         yield tmp
         if folder.exists():
@@ -118,6 +120,23 @@ def atomic_dir(folder: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _remove_orphaned_temporaries(folder: Path) -> None:
+    for tmp in folder.parent.glob(f".{folder.name}.*.*"):
+        parts = tmp.name[len(folder.name) + 2 :].split(".")  # [pid, mkdtemp's suffix]
+        if len(parts) == 2 and parts[0].isdigit() and not _process_alive(int(parts[0])):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:

@@ -223,3 +223,28 @@ def test_atomic_dir_publishes_whole_folders_only(tmp_path: Path) -> None:
     with atomic_dir(target) as tmp:  # another process finished first: its copy stays
         (tmp / "weights").write_text("second")
     assert (target / "weights").read_text() == "first" and list(target.parent.iterdir()) == [target]
+
+
+def test_atomic_dir_removes_what_a_killed_writer_left(tmp_path: Path) -> None:
+    from cltune.utils import atomic_dir
+
+    target = tmp_path / "cache" / "model"
+    writer = (
+        "import sys, time\n"
+        "from cltune.utils import atomic_dir\n"
+        "with atomic_dir(sys.argv[1]) as tmp:\n"
+        "    (tmp / 'weights').write_text('half')\n"
+        "    print(tmp, flush=True)\n"
+        "    time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", writer, str(target)], stdout=subprocess.PIPE, text=True)
+    orphan = Path(proc.stdout.readline().strip())
+    proc.kill()
+    proc.wait()
+    assert (orphan / "weights").is_file()  # SIGKILL: no clean-up ran
+    busy = Path(tmp_path / "cache" / f".model.{os.getpid()}.live")  # a writer that is still alive
+    busy.mkdir()
+    with atomic_dir(target) as tmp:
+        (tmp / "weights").write_text("whole")
+    assert sorted(p.name for p in target.parent.iterdir()) == [busy.name, "model"]
+    assert (target / "weights").read_text() == "whole"

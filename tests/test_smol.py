@@ -154,15 +154,18 @@ def test_an_unfrozen_tower_is_not_cached_and_gets_gradients(smol, image_batch):
     model.zero_grad(set_to_none=True)
 
 
-def test_alignment_trains_the_projector_alone(smol):
+def test_alignment_trains_the_projector_alone_and_is_quiet_when_asked(smol, capsys):
     from cltune.models.smol.align import align_projector
 
     model, processor = smol
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    losses = align_projector(model, processor, seed=0, steps=2)
+    losses = align_projector(model, processor, seed=0, steps=2, progress=False)
+    assert "aligning" not in capsys.readouterr().err
     assert len(losses) == 2 and all(torch.isfinite(torch.tensor(losses)))
     changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
     assert changed and all(k.startswith("model.multi_modal_projector.") for k in changed), changed
+    align_projector(model, processor, seed=0, steps=1)
+    assert "aligning smol's projector" in capsys.readouterr().err
     model.load_state_dict(before)
 
 

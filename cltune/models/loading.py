@@ -44,7 +44,8 @@ def load_model(
 
     ``pretrain_tasks`` are the general tasks the built-in ``tiny`` model is pre-trained on
     (the default stream's if None); ``smol`` (aligned on a fixed caption mixture), hub and local
-    models ignore them. ``progress``: the tiny model's pre-training bar (when it is not cached).
+    models ignore them. ``progress``: the tiny model's pre-training bar or smol's alignment bar
+    (when not cached).
     """
     model, processor = _load(name_or_path, dtype, pretrain_tasks, seed, progress)
     cache_tower_features(model)
@@ -61,7 +62,7 @@ def _load(
     if name_or_path == "smol":
         from cltune.models.smol.align import load_smol
 
-        return load_smol(seed=seed)
+        return load_smol(seed=seed, progress=progress)
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     import cltune.models.smol  # noqa: F401  (registers smol's classes, so saved smol folders load)

@@ -43,11 +43,15 @@ def cache_key(seed: int) -> str:
 
 
 def align_projector(
-    model: CltuneSmolForConditionalGeneration, processor: LlavaProcessor, seed: int, steps: int | None = None
+    model: CltuneSmolForConditionalGeneration,
+    processor: LlavaProcessor,
+    seed: int,
+    steps: int | None = None,
+    progress: bool = True,
 ) -> list[float]:
     """Train the projector alone on the caption mixture (AdamW, linear warm-up, cosine decay).
 
-    Returns the per-step losses.
+    Returns the per-step losses; ``progress``: show the step bar.
     """
     from cltune.data.sources.captions import captions
 
@@ -69,7 +73,7 @@ def align_projector(
     generator = torch.Generator().manual_seed(seed)
     model.train()
     losses = []
-    progress = tqdm(range(steps), desc="aligning smol's projector", unit="step")
+    progress = tqdm(range(steps), desc="aligning smol's projector", unit="step", disable=not progress)
     for _ in progress:
         pick = torch.randint(len(data), (ALIGN["batch_size"],), generator=generator).tolist()
         loss = model(**collate([encoder.encode(data, i, "align", True) for i in pick], encoder.pad_id)).loss
@@ -86,12 +90,12 @@ def align_projector(
     return losses
 
 
-def build_and_cache(folder: Path, seed: int) -> None:
+def build_and_cache(folder: Path, seed: int, progress: bool = True) -> None:
     from cltune.models.smol.build import assemble
 
     start = time.perf_counter()
     model, processor = assemble(cache_dir(), seed)
-    losses = align_projector(model, processor, seed)
+    losses = align_projector(model, processor, seed, progress=progress)
     with atomic_dir(folder) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
@@ -103,11 +107,14 @@ def build_and_cache(folder: Path, seed: int) -> None:
     print(f"aligned smol model cached in {folder} ({time.perf_counter() - start:.0f} s)")
 
 
-def load_smol(seed: int = 0) -> tuple[CltuneSmolForConditionalGeneration, LlavaProcessor]:
-    """The aligned ``smol`` model and its processor (aligned and cached on first use)."""
+def load_smol(
+    seed: int = 0, progress: bool = True
+) -> tuple[CltuneSmolForConditionalGeneration, LlavaProcessor]:
+    """The aligned ``smol`` model and its processor (aligned and cached on first use, with a step
+    bar unless ``progress`` is False)."""
     folder = cache_dir() / f"smol-{cache_key(seed)}"
     if not (folder / "config.json").is_file():
-        build_and_cache(folder, seed)
+        build_and_cache(folder, seed, progress)
     model = CltuneSmolForConditionalGeneration.from_pretrained(folder, dtype=torch.float32)
     processor = LlavaProcessor.from_pretrained(folder)
     model.eval()
