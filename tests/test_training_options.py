@@ -233,6 +233,26 @@ def test_fp16_spider_sums_unscaled_gradients(tiny, default_stream) -> None:
     assert 0.3 < ratio < 3, f"fp16 ΣG has {ratio:.3g} times the norm of fp32's (loss scale left in?)"
 
 
+class UpdateGradients(Plugin):
+    """The sum over updates of each update's whole gradient (with clipping off: what ΣG must be)."""
+
+    def __init__(self) -> None:
+        self.sum: torch.Tensor | None = None
+
+    def before_update(self, strategy) -> None:
+        grad = torch.cat([p.grad.flatten() for p in strategy.trainable_parameters().values()])
+        self.sum = grad.clone() if self.sum is None else self.sum + grad
+
+
+def test_spider_adds_each_update_gradient_once_under_accumulation(tiny, default_stream) -> None:
+    from cltune.strategies.registry import build_preset
+
+    spider = build_preset("spider").plugins[0]
+    truth, probe = UpdateGradients(), SpiderSum(spider)
+    train(tiny, default_stream.tasks[0], spider, truth, probe, max_steps=3, grad_accum=2, max_grad_norm=None)
+    assert torch.allclose(probe.grad_sum, truth.sum, rtol=1e-5, atol=1e-7)
+
+
 def test_fp16_is_refused_where_it_cannot_run(monkeypatch) -> None:
     from cltune import distributed
 
