@@ -169,6 +169,22 @@ def test_alignment_trains_the_projector_alone_and_is_quiet_when_asked(smol, caps
     model.load_state_dict(before)
 
 
+def test_the_cached_alignment_records_what_its_last_bits_depend_on(monkeypatch, tmp_path):
+    import json
+
+    from transformers import AutoModelForImageTextToText
+
+    from cltune.models.smol import align
+
+    monkeypatch.setitem(align.ALIGN, "steps", 1)
+    align.build_and_cache(tmp_path / "smol", seed=0, progress=False)
+    record = json.loads((tmp_path / "smol" / "alignment.json").read_text())
+    assert record["threads"] == torch.get_num_threads() and record["torch"] == torch.__version__
+    assert record["seed"] == 0 and len(record["losses"]) == 1
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path / "smol")
+    assert type(model).__name__ == "CltuneSmolForConditionalGeneration"
+
+
 def test_scopes_and_lora_hit_the_language_model_only(smol, image_batch):
     from peft import LoraConfig, get_peft_model
 

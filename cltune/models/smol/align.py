@@ -101,7 +101,14 @@ def build_and_cache(folder: Path, seed: int, progress: bool = True) -> None:
         processor.save_pretrained(tmp)
         (tmp / "alignment.json").write_text(
             json.dumps(
-                {"align": ALIGN, "seed": seed, "losses": losses, "seconds": time.perf_counter() - start}
+                {
+                    "align": ALIGN,
+                    "seed": seed,
+                    "threads": torch.get_num_threads(),  # the sums' order, so the last bits, depend on it
+                    "torch": torch.__version__,
+                    "losses": losses,
+                    "seconds": time.perf_counter() - start,
+                }
             )
         )
     print(f"aligned smol model cached in {folder} ({time.perf_counter() - start:.0f} s)")
