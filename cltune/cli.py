@@ -379,19 +379,24 @@ def main(argv: list[str] | None = None) -> int:
 
 @contextmanager
 def _quiet_libraries(quiet: bool) -> Iterator[None]:
-    """With ``--quiet``, also no Hugging Face progress bars (e.g. "Loading weights"), restored after."""
+    """With ``--quiet``, also no Hugging Face progress bars (transformers' "Loading weights",
+    datasets' "Map"), restored after."""
     if not quiet:
         yield
         return
+    import datasets
     from transformers.utils import logging as hf_logging
 
-    enabled = hf_logging.is_progress_bar_enabled()
+    enabled = hf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
     try:
         yield
     finally:
-        if enabled:
+        if enabled[0]:
             hf_logging.enable_progress_bar()
+        if enabled[1]:
+            datasets.enable_progress_bars()
 
 
 if __name__ == "__main__":

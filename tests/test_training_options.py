@@ -274,8 +274,12 @@ def test_quiet_hides_every_progress_bar_and_the_default_shows_them(
     ``cltune analyze`` and ``cltune report`` show theirs unless ``--quiet``."""
     from cltune.cli import main
 
+    recipe = tmp_path / "captions.toml"  # a captions task: its source maps with datasets' bar
+    recipe.write_text(
+        small_recipe.read_text() + '[[tasks]]\nname = "caption"\nsource = "captions"\ndataset = "digits"\n'
+    )
     out = tmp_path / "runs"
-    run = [str(small_recipe), "--strategies", "naive", "--set", "max_steps=1", "--out", str(out)]
+    run = [str(recipe), "--strategies", "naive", "--set", "max_steps=1", "--out", str(out)]
     assert main(["run", *run, "--analyze", "drift", "--quiet"]) == 0
     assert "%|" not in capsys.readouterr().err
     run_dir = next(p for p in out.iterdir() if (p / "results.json").is_file())
