@@ -85,7 +85,7 @@ def test_eval_throughput_reports_speed_and_identical_answers(tmp_path: Path) -> 
     assert all(ratio(row[4]) > 0 for row in rows)
     # Greedy answers do not depend on the batching: every loop answers every row as cltune does.
     assert [row[5] for row in rows] == ["24 / 24"] * 3
-    assert re.search(r"Reuse fingerprint: [\d.]+ ms per task", report)
+    assert re.search(r"Reuse fingerprint: [\d.]+ ms for a task alone, [\d.]+ ms per task in a pass", report)
 
 
 @pytest.mark.usefixtures("tiny_cached")

@@ -12,7 +12,7 @@ from cltune.adapters.bank import lora_layers
 from cltune.data.encode import Encoder
 from cltune.data.recipe import build_stream, read_recipe
 from cltune.evaluation.evaluator import evaluate
-from cltune.evaluation.reuse import EvalReuse, answer_fingerprint
+from cltune.evaluation.reuse import EvalReuse, TensorDigests, answer_fingerprint
 from cltune.experiment import RunSpec, run_experiment
 from cltune.strategies.experience import Experience
 from cltune.strategies.registry import build_preset
@@ -106,6 +106,32 @@ def test_fingerprint_ignores_adapters_the_task_does_not_use(isolation) -> None:
     after = fingerprint(parity), fingerprint(greater)
     assert None not in before
     assert after[0] == before[0] and after[1] != before[1]
+
+
+def test_a_pass_hashes_each_tensor_once_and_sees_in_place_changes(isolation) -> None:
+    strategy, tasks = isolation
+    reuse = EvalReuse()
+    evaluate(strategy, tasks, progress=False, reuse=reuse)
+    named = dict(strategy.model.named_parameters()) | dict(strategy.model.named_buffers())
+    assert 0 < reuse.tensors.hashed == len(reuse.tensors.seen) <= len(named)  # each tensor once
+
+    parity, weight = tasks[0], strategy.model.get_base_model().lm_head.weight
+    strategy.eval_task = parity
+    strategy.call("before_eval_exp")
+    digests = TensorDigests()
+    before = answer_fingerprint(strategy, parity, digests)
+    with torch.no_grad():  # in place: bumps the version counter, so the pass's memo sees it
+        weight[0, 0] += 1e-3
+    changed = answer_fingerprint(strategy, parity, digests)
+    assert changed != before and changed == answer_fingerprint(strategy, parity)
+    hashed = digests.hashed
+    assert answer_fingerprint(strategy, parity, digests) == changed and digests.hashed == hashed
+
+    weight.data[0, 0] += 1e-3  # bypasses the counter: only a new pass sees it
+    assert answer_fingerprint(strategy, parity, digests) == changed != answer_fingerprint(strategy, parity)
+    computed = reuse.computed
+    evaluate(strategy, tasks, progress=False, reuse=reuse)
+    assert reuse.computed == computed + len(tasks)  # lm_head is used by every task
 
 
 def test_an_unknown_forward_hook_disables_reuse(isolation) -> None:

@@ -49,6 +49,8 @@ def evaluate(
     evaluation gets that evaluation's result (:mod:`cltune.evaluation.reuse`).
     """
     strategy.call("before_eval")
+    if reuse is not None:
+        reuse.begin_pass()
     results = []
     for task in tasks:
         strategy.eval_task = task

@@ -15,6 +15,12 @@ fingerprints mean the same answers and a changed result is never skipped. It cov
   hashed, and every tuner layer's disabled and merged adapters (other PEFT tuners: all their
   parameters and active adapters).
 
+Within one evaluation pass over the tasks (:meth:`EvalReuse.begin_pass`), a tensor is hashed once
+and its digest reused for the later tasks while its storage and autograd version counter are
+unchanged (:class:`TensorDigests`); every pass hashes every used tensor again, so a write that
+bypasses the version counter (through ``.data``, as PEFT's merges do) between passes is seen.
+A plugin must not write weights through ``.data`` between the tasks of one pass.
+
 Anything outside these makes the fingerprint ``None``, so the task is always evaluated: a forward
 hook (whose behaviour cannot be hashed) other than transformers' output recorders, or a generation
 argument without a byte representation. A plugin that changes answers through other state must
@@ -121,9 +127,36 @@ def _unused_prefixes(model: nn.Module, kwargs: dict[str, Any]) -> tuple[list[str
     return unused, settings
 
 
-def answer_fingerprint(strategy, task: Task) -> str | None:
+@dataclass
+class TensorDigests:
+    """Digests of named tensors for one evaluation pass; ``hashed`` counts the tensors hashed.
+
+    A tensor is hashed again only when its storage, layout or version counter changed since (an
+    optimizer step or any in-place op under ``no_grad`` bumps the counter; a write through
+    ``.data`` does not, hence one instance per pass).
+    """
+
+    seen: dict[str, tuple[tuple, bytes]] = field(default_factory=dict)
+    hashed: int = 0
+
+    def digest(self, name: str, tensor: torch.Tensor) -> bytes:
+        state = (tensor.data_ptr(), tensor._version, tensor.dtype, tuple(tensor.shape), tensor.stride())
+        stored = self.seen.get(name)
+        if stored is not None and stored[0] == state:
+            return stored[1]
+        digest = hashlib.blake2b(digest_size=32)
+        _update(digest, tensor)
+        self.seen[name] = (state, digest.digest())
+        self.hashed += 1
+        return self.seen[name][1]
+
+
+def answer_fingerprint(strategy, task: Task, tensors: TensorDigests | None = None) -> str | None:
     """A digest of everything that determines ``task``'s greedy answers now (module docstring);
-    None when the model has forward hooks or a generation argument cannot be hashed."""
+    None when the model has forward hooks or a generation argument cannot be hashed.
+
+    ``tensors``: the pass's tensor digests, shared by the tasks of one pass (a fresh one if None).
+    """
     model = strategy.model
     if _has_unknown_hooks(model):
         return None
@@ -165,11 +198,12 @@ def answer_fingerprint(strategy, task: Task) -> str | None:
             "tuner_layers": settings,
         },
     )
-    for kind, tensors in (("p", model.named_parameters()), ("b", model.named_buffers())):
-        for name, tensor in tensors:
+    tensors = tensors if tensors is not None else TensorDigests()
+    for kind, named in (("p", model.named_parameters()), ("b", model.named_buffers())):
+        for name, tensor in named:
             if used(name):
                 _update(digest, f"{kind}:{name}")
-                _update(digest, tensor)
+                digest.update(tensors.digest(f"{kind}:{name}", tensor))
     return digest.hexdigest()
 
 
@@ -186,11 +220,16 @@ class EvalReuse:
     computed: int = 0
     reused: int = 0
     reused_by_stage: dict[str, list[str]] = field(default_factory=dict)
+    tensors: TensorDigests = field(default_factory=TensorDigests)
+
+    def begin_pass(self) -> None:
+        """Start a pass over the tasks: every tensor is hashed again (module docstring)."""
+        self.tensors = TensorDigests()
 
     def result(self, strategy, task: Task, compute: Callable[[], T]) -> T:
         """``compute()``'s result for ``task``, or the stored one when the fingerprint is unchanged
         (call it after ``before_eval_exp``)."""
-        key = answer_fingerprint(strategy, task)
+        key = answer_fingerprint(strategy, task, self.tensors)
         stored = self.last.get(task.name)
         if key is not None and stored is not None and stored[0] == key:
             self.reused += 1
