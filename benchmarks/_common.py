@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import os
 import platform
-import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,19 +12,15 @@ from typing import Any, TypeVar
 
 import torch
 
+from cltune.utils import cpu_description
+
 T = TypeVar("T")
 
 
 def machine() -> str:
-    """CPU model, cores, torch version and threads: what the absolute numbers were measured on."""
-    model = platform.processor() or platform.machine()
-    try:
-        lines = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout.splitlines()
-        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name"))
-    except (OSError, subprocess.CalledProcessError, StopIteration):
-        pass
+    """CPU model and kernels, cores, torch version and threads: what absolute numbers were measured on."""
     return (
-        f"{model}, {os.cpu_count()} cores ({platform.system()} {platform.machine()}), "
+        f"{cpu_description()}, {os.cpu_count()} cores ({platform.system()} {platform.machine()}), "
         f"torch {torch.__version__}, {torch.get_num_threads()} torch thread(s)"
     )
 

@@ -43,6 +43,7 @@ from cltune.strategies.template import Template
 from cltune.utils import (
     atomic_write_bytes,
     atomic_write_json,
+    cpu_description,
     derive_seed,
     ensure_writable_dir,
     remove_stale_temporaries,
@@ -152,7 +153,8 @@ def _versions() -> dict[str, str]:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "peft": peft.__version__,
-        "machine": f"{platform.machine()} {platform.system()}, {torch.get_num_threads()} threads",
+        "machine": f"{platform.machine()} {platform.system()}, {cpu_description()}, "
+        f"{torch.get_num_threads()} threads",
     }
 
 
@@ -174,7 +176,7 @@ def _runtime(device: torch.device) -> dict[str, Any]:
     """Where the run computed and whether its results are bitwise reproducible there."""
     deterministic = torch.are_deterministic_algorithms_enabled()
     if device.type == "cpu":
-        note = "CPU: the same recipe and seed give identical results on this machine"
+        note = "CPU: the same recipe and seed give identical results on this CPU kind and thread count"
     elif deterministic:
         note = "GPU with deterministic algorithms: reproducible up to ops that warned"
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import platform
 import random
 import shutil
 import signal
@@ -158,3 +159,23 @@ def derive_seed(seed: int, *parts: object) -> int:
 
     digest = hashlib.sha256(repr((seed, *parts)).encode()).digest()
     return int.from_bytes(digest[:4], "little")
+
+
+def cpu_description() -> str:
+    """The CPU and the vector kernels torch picked on it, e.g. ``AMD EPYC (family 26, model 2), AVX512``.
+
+    On a CPU the order of float sums, so the low bits of every step and the greedy answers of a small
+    model, depends on both: the same run gives identical results on the same kind of CPU only.
+    """
+    import torch
+
+    fields: dict[str, str] = {}
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields:
+        name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+    return f"{name}, {torch.backends.cpu.get_cpu_capability()}"

@@ -68,31 +68,29 @@ train_size = 1300
 test_size = 16
 """
 
-SMALL_RECIPE = f"""
+
+def small_recipe_text(
+    tasks: tuple[str, ...] = ("parity", "greater_than_4"), train_size: int = 48, test_size: int = 16
+) -> str:
+    """A reduced default stream: these digits question types in this order, and the general task."""
+    blocks = "".join(f'\n[[tasks]]\nname = "{t}"\nsource = "digits"\nquestion_type = "{t}"\n' for t in tasks)
+    return f"""
 name = "small"
 seed = 0
 description = "a reduced default stream for tests"
 
 [defaults]
-train_size = 48
-test_size = 16
-
-[[tasks]]
-name = "parity"
-source = "digits"
-question_type = "parity"
-
-[[tasks]]
-name = "greater_than_4"
-source = "digits"
-question_type = "greater_than_4"
-
-{DIGIT_GENERAL}
+train_size = {train_size}
+test_size = {test_size}
+{blocks}{DIGIT_GENERAL}
 [train]
 lr = 1e-3
 epochs = 1
 batch_size = 16
 """
+
+
+SMALL_RECIPE = small_recipe_text()
 
 
 @pytest.fixture(scope="session")

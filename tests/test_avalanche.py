@@ -11,7 +11,7 @@ import pytest
 import torch
 from avalanche.evaluation.metrics import loss_metrics
 from avalanche.training.plugins import EvaluationPlugin
-from conftest import SMALL_RECIPE
+from conftest import small_recipe_text
 from safetensors.torch import load_file
 
 from cltune.analysis import cl_metrics
@@ -24,9 +24,11 @@ from cltune.models.loading import load_model
 from cltune.strategies.config import TrainConfig
 
 # Enough updates (two epochs, the second cut by max_steps) for the tasks to be learned and forgotten;
-# fewer test rows per stream task than the small recipe's 16 keep the six evaluations short.
+# fewer test rows per stream task than the small recipe's 16 keep the six evaluations short. The
+# yes/no task comes first: the tiny model learns it in these few steps on every CPU tried (parity's
+# three-token "odd" was not learnt at all on one, and a task never learnt cannot be forgotten).
 TRAIN = {"lr": 5e-3, "batch_size": 8, "max_steps": 10}
-RECIPE = SMALL_RECIPE.replace("test_size = 16", "test_size = 8", 1)
+RECIPE = small_recipe_text(("greater_than_4", "parity"), test_size=8)
 
 
 @pytest.fixture(scope="module")

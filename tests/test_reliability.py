@@ -169,6 +169,12 @@ def test_same_recipe_and_seed_give_identical_results(recipe, reference, tmp_path
     runtime = again.results["runtime"]
     assert runtime["device"] == "cpu" and runtime["deterministic_algorithms"] is False
     assert "identical results" in runtime["note"]
+    # ...on the same kind of CPU: the results name it and the vector kernels torch uses there
+    machine = again.results["versions"]["machine"]
+    assert f", {torch.backends.cpu.get_cpu_capability()}, {torch.get_num_threads()} threads" in machine
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file() and "cpu family" in cpuinfo.read_text():
+        assert "(family " in machine
 
 
 def test_adapters_start_from_the_seed_not_the_global_generator(recipe, tmp_path, tiny_cached):
