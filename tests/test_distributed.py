@@ -23,7 +23,7 @@ from cltune.evaluation.evaluator import evaluate
 from cltune.experiment import RunSpec
 from cltune.models.loading import load_model
 from cltune.selective import load_masks
-from cltune.strategies.selective_plugin import mask_digest
+from cltune.strategies.plugins.masks import mask_digest
 from cltune.strategies.template import Template
 
 pytestmark = pytest.mark.slow

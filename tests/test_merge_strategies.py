@@ -21,8 +21,8 @@ from cltune.models.scopes import scope_parameters
 from cltune.strategies.config import TrainConfig
 from cltune.strategies.experience import Experience
 from cltune.strategies.plugin import Plugin
+from cltune.strategies.plugins.task_vector_merge import MergeSpec
 from cltune.strategies.registry import build_preset
-from cltune.strategies.task_vector_merge import MergeSpec
 from cltune.strategies.template import Template
 
 MERGE = {"method": "ties", "density": 0.5}

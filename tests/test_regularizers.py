@@ -12,10 +12,10 @@ from cltune.data.task import Task
 from cltune.strategies.calibration import experience_batches
 from cltune.strategies.config import TrainConfig
 from cltune.strategies.experience import Experience
-from cltune.strategies.lwf import answer_distillation
+from cltune.strategies.methods.lwf import answer_distillation
 from cltune.strategies.plugin import Plugin
+from cltune.strategies.plugins.penalties import accumulated
 from cltune.strategies.registry import build_preset
-from cltune.strategies.regularizer import accumulated
 from cltune.strategies.template import Template
 
 

@@ -1,8 +1,9 @@
 """Named strategies: each is a preset of plugins and defaults, registered in one line.
 
-A strategy file in ``cltune/strategies/`` defines a function decorated with ``@register("name")``
-that takes the strategy's own hyper-parameters as keyword arguments and returns a :class:`Preset`;
-the decorator is its registry line (every module of the package is imported on first lookup).
+A strategy file in ``cltune/strategies/methods/`` defines a function decorated with
+``@register("name")`` that takes the strategy's own hyper-parameters as keyword arguments and returns
+a :class:`Preset`; the decorator is its registry line (every module of ``methods`` is imported on
+first lookup).
 """
 
 from __future__ import annotations
@@ -52,11 +53,11 @@ def register(name: str) -> Callable[[StrategyFactory], StrategyFactory]:
 
 
 def _load_builtin() -> None:
-    """Import every module of ``cltune.strategies`` so that their ``@register`` lines run."""
+    """Import every module of ``cltune.strategies.methods`` so that their ``@register`` lines run."""
     import importlib
     import pkgutil
 
-    import cltune.strategies as package
+    import cltune.strategies.methods as package
 
     for module in pkgutil.iter_modules(package.__path__):
         importlib.import_module(f"{package.__name__}.{module.name}")

@@ -14,8 +14,8 @@ from torch import nn
 from cltune.selective import topk_masks
 from cltune.selective.importance import magnitude
 from cltune.selective.masks import Granularity, Masks
+from cltune.strategies.plugins.masks import MaskPlugin, check_mask_options
 from cltune.strategies.registry import Preset, register
-from cltune.strategies.selective_plugin import MaskPlugin, check_mask_options
 
 
 class MagnitudeMaskPlugin(MaskPlugin):

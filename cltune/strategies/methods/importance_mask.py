@@ -19,8 +19,8 @@ from cltune.selective import IMPORTANCE_MEASURES, get_importance, topk_masks
 from cltune.selective.auto_ratio import auto_ratio
 from cltune.selective.masks import Granularity, Masks
 from cltune.strategies.calibration import experience_importance
+from cltune.strategies.plugins.masks import MaskPlugin, check_mask_options
 from cltune.strategies.registry import Preset, register
-from cltune.strategies.selective_plugin import MaskPlugin, check_mask_options
 from cltune.utils import unknown_name_error
 
 # Measures that score the weights from (model, params, batches) alone; the others need more:

@@ -8,8 +8,8 @@ task). The uniform-importance baseline of EWC (Kirkpatrick et al., PNAS 2017, Fi
 
 from __future__ import annotations
 
+from cltune.strategies.plugins.penalties import QuadraticPenalty, anchor_of
 from cltune.strategies.registry import Preset, register
-from cltune.strategies.regularizer import QuadraticPenalty, anchor_of
 
 
 class L2Plugin(QuadraticPenalty):

@@ -11,7 +11,7 @@ from typing import Any
 from torch import Tensor
 
 from cltune.adapters import AdapterBank, orthogonality_loss
-from cltune.strategies.lora_isolation import LoraSpec, bank_prepare, task_name
+from cltune.strategies.methods.lora_isolation import LoraSpec, bank_prepare, task_name
 from cltune.strategies.plugin import Plugin
 from cltune.strategies.registry import Preset, register
 

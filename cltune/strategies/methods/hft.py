@@ -17,8 +17,8 @@ from torch import nn
 
 from cltune.selective import hft_masks, hft_select
 from cltune.strategies.plugin import Plugin
+from cltune.strategies.plugins.masks import MaskRecorder, check_mask_options
 from cltune.strategies.registry import Preset, register
-from cltune.strategies.selective_plugin import MaskRecorder, check_mask_options
 from cltune.utils import derive_seed
 
 

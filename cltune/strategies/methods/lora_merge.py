@@ -22,10 +22,10 @@ from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
 from cltune.adapters import AdapterBank, lora_layers
 from cltune.merging import merge_lora_adapters, merge_lora_factors
-from cltune.strategies.lora_isolation import LoraSpec, bank_prepare, task_name
+from cltune.strategies.methods.lora_isolation import LoraSpec, bank_prepare, task_name
 from cltune.strategies.plugin import Plugin
+from cltune.strategies.plugins.task_vector_merge import MergeSpec
 from cltune.strategies.registry import Preset, register
-from cltune.strategies.task_vector_merge import MergeSpec
 
 
 class LoraMergePlugin(Plugin):

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from cltune.selective.importance import fisher
 from cltune.strategies.calibration import experience_importance, scope_params
+from cltune.strategies.plugins.penalties import QuadraticPenalty, accumulated, anchor_of, check_strength
 from cltune.strategies.registry import Preset, register
-from cltune.strategies.regularizer import QuadraticPenalty, accumulated, anchor_of, check_strength
 
 MODES = ("separate", "online")
 

@@ -21,8 +21,8 @@ from torch.func import functional_call
 from cltune.data.encode import IGNORE_INDEX
 from cltune.strategies.calibration import scope_params, snapshot
 from cltune.strategies.plugin import Plugin
+from cltune.strategies.plugins.penalties import check_strength
 from cltune.strategies.registry import Preset, register
-from cltune.strategies.regularizer import check_strength
 
 
 def answer_distillation(student: Tensor, teacher: Tensor, labels: Tensor, temperature: float) -> Tensor:

@@ -25,7 +25,7 @@ from torch import nn
 from cltune.adapters import BASE, AdapterBank, PrototypeRouter, prompt_features, route_counts
 from cltune.data.task import Task
 from cltune.models.scopes import SCOPES
-from cltune.strategies.lora import lora_config
+from cltune.strategies.methods.lora import lora_config
 from cltune.strategies.plugin import Plugin
 from cltune.strategies.registry import Preset, register
 

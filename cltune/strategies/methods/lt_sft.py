@@ -22,8 +22,8 @@ from cltune.selective import topk_masks
 from cltune.selective.importance import drift
 from cltune.selective.masks import Granularity, Masks
 from cltune.strategies.calibration import snapshot
+from cltune.strategies.plugins.masks import MaskPlugin, check_mask_options
 from cltune.strategies.registry import Preset, register
-from cltune.strategies.selective_plugin import MaskPlugin, check_mask_options
 from cltune.strategies.template import Template
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from cltune.selective import SITracker
 from cltune.strategies.calibration import scope_params
+from cltune.strategies.plugins.penalties import QuadraticPenalty, accumulated, anchor_of, check_strength
 from cltune.strategies.registry import Preset, register
-from cltune.strategies.regularizer import QuadraticPenalty, accumulated, anchor_of, check_strength
 
 
 class SIPlugin(QuadraticPenalty):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from cltune.strategies.plugins.task_vector_merge import merge_preset
 from cltune.strategies.registry import Preset, register
-from cltune.strategies.task_vector_merge import merge_preset
 
 COMBINES = {"linear": "dare_linear", "ties": "dare_ties"}
 

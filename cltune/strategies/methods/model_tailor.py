@@ -21,8 +21,8 @@ from cltune.selective.importance.obs import layer_hessians
 from cltune.selective.tailor import obs_compensate, tailor_scores
 from cltune.strategies.calibration import experience_batches, scope_params, snapshot
 from cltune.strategies.plugin import Plugin
+from cltune.strategies.plugins.masks import MaskRecorder, check_mask_options
 from cltune.strategies.registry import Preset, register
-from cltune.strategies.selective_plugin import MaskRecorder, check_mask_options
 
 
 class ModelTailorPlugin(Plugin):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from cltune.selective.importance import mas as mas_importance
 from cltune.strategies.calibration import experience_importance, scope_params
+from cltune.strategies.plugins.penalties import QuadraticPenalty, accumulated, anchor_of
 from cltune.strategies.registry import Preset, register
-from cltune.strategies.regularizer import QuadraticPenalty, accumulated, anchor_of
 
 
 class MASPlugin(QuadraticPenalty):

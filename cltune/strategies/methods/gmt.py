@@ -12,7 +12,7 @@ one masked fill of the gradients (the importance-mask plugin, :mod:`.importance_
 
 from __future__ import annotations
 
-from cltune.strategies.importance_mask import importance_mask_preset
+from cltune.strategies.methods.importance_mask import importance_mask_preset
 from cltune.strategies.registry import Preset, register
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from cltune.strategies.plugins.task_vector_merge import merge_preset
 from cltune.strategies.registry import Preset, register
-from cltune.strategies.task_vector_merge import merge_preset
 
 
 @register("ties")

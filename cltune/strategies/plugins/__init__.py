@@ -1,0 +1,1 @@
+"""Shared plugins: the mechanisms that more than one named method is built from."""
