@@ -414,8 +414,7 @@ def run_experiment(
         strategy = Template(model, encoder, spec.train, [*preset.plugins, *loggers], progress=progress)
         strategy.run_dir = run.path if main else None
         for plugin in preset.plugins:
-            if hasattr(plugin, "attach_tasks"):
-                plugin.attach_tasks(stream.tasks)
+            plugin.attach_tasks(stream.tasks)
         finished = len(rows) - 1
         if finished:
             params, states = run.load_checkpoint(finished)
@@ -516,8 +515,7 @@ def load_trained_model(run_dir: str | Path) -> tuple[torch.nn.Module, Any, Strea
     model, processor = load_model(spec.model, pretrain_tasks=stream.general, seed=stream.seed)
     model = _prepare(preset, model, spec)
     for plugin in preset.plugins:
-        if hasattr(plugin, "attach_tasks"):
-            plugin.attach_tasks(stream.tasks)
+        plugin.attach_tasks(stream.tasks)
     finished = sum(any(v is not None for v in row) for row in results["matrix"]["values"]) - 1
     if finished < 1:
         raise FileNotFoundError(f"{run.path}: no finished experience, so there is no trained model yet")

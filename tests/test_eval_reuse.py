@@ -15,6 +15,7 @@ from cltune.evaluation.evaluator import evaluate
 from cltune.evaluation.reuse import EvalReuse, TensorDigests, answer_fingerprint
 from cltune.experiment import RunSpec, run_experiment
 from cltune.strategies.experience import Experience
+from cltune.strategies.plugin import Plugin
 from cltune.strategies.registry import build_preset
 from cltune.strategies.template import Template
 
@@ -106,6 +107,31 @@ def test_fingerprint_ignores_adapters_the_task_does_not_use(isolation) -> None:
     after = fingerprint(parity), fingerprint(greater)
     assert None not in before
     assert after[0] == before[0] and after[1] != before[1]
+
+
+class Temperature(Plugin):
+    """Answers depend on a setting outside the weights, declared through ``eval_fingerprint``."""
+
+    def __init__(self) -> None:
+        self.value = 1.0
+
+    def eval_fingerprint(self, strategy, task) -> str:
+        return f"temperature={self.value}"
+
+
+def test_a_plugins_declared_eval_state_enters_the_fingerprint(isolation) -> None:
+    strategy, tasks = isolation
+    parity = tasks[0]
+    strategy.eval_task = parity
+    strategy.call("before_eval_exp")
+    plain = answer_fingerprint(strategy, parity)
+    strategy.plugins.append(Plugin())  # the neutral defaults: nothing added
+    assert answer_fingerprint(strategy, parity) == plain
+    temperature = Temperature()
+    strategy.plugins.append(temperature)
+    first = answer_fingerprint(strategy, parity)
+    temperature.value = 0.5
+    assert None not in (plain, first) and len({plain, first, answer_fingerprint(strategy, parity)}) == 3
 
 
 def test_a_pass_hashes_each_tensor_once_and_sees_in_place_changes(isolation) -> None:

@@ -19,16 +19,12 @@ def answer_token_budget(encoder, task: Task, cap: int) -> int:
 
 
 def plugin_generation_kwargs(strategy, task: Task, rows: list[int]) -> dict:
-    """Extra ``generate`` arguments for test rows ``rows`` of ``task`` from the strategy's plugins.
-
-    A plugin may define ``generation_kwargs(strategy, task, rows) -> dict``, e.g. PEFT's per-row
-    ``adapter_names`` to route each row of a mixed batch to its own adapter.
-    """
+    """Extra ``generate`` arguments for test rows ``rows`` of ``task`` from the strategy's plugins
+    (:meth:`~cltune.strategies.plugin.Plugin.generation_kwargs`, e.g. PEFT's per-row
+    ``adapter_names`` to route each row of a mixed batch to its own adapter)."""
     kwargs: dict = {}
-    for plugin in getattr(strategy, "plugins", ()):
-        hook = getattr(plugin, "generation_kwargs", None)
-        if hook is not None:
-            kwargs.update(hook(strategy, task, rows))
+    for plugin in strategy.plugins:
+        kwargs.update(plugin.generation_kwargs(strategy, task, rows))
     return kwargs
 
 

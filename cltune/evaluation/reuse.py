@@ -24,7 +24,7 @@ A plugin must not write weights through ``.data`` between the tasks of one pass.
 Anything outside these makes the fingerprint ``None``, so the task is always evaluated: a forward
 hook (whose behaviour cannot be hashed) other than transformers' output recorders, or a generation
 argument without a byte representation. A plugin that changes answers through other state must
-add it with an ``eval_fingerprint(strategy, task) -> str`` method.
+return it from :meth:`~cltune.strategies.plugin.Plugin.eval_fingerprint`.
 
 Under ``lora-isolation`` (frozen base, one adapter per task) a task's fingerprint changes only when
 its own adapter is trained, so after the first stage each stage generates one task instead of all;
@@ -173,9 +173,9 @@ def answer_fingerprint(strategy, task: Task, tensors: TensorDigests | None = Non
                 "encoder": [id(strategy.encoder), strategy.encoder.pad_id],
                 "generation_kwargs": kwargs,
                 "plugins": [
-                    p.eval_fingerprint(strategy, task)
-                    for p in getattr(strategy, "plugins", ())
-                    if hasattr(p, "eval_fingerprint")
+                    fingerprint
+                    for p in strategy.plugins
+                    if (fingerprint := p.eval_fingerprint(strategy, task)) is not None
                 ],
             },
         )

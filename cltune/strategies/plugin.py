@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
+
+from cltune.data.task import Task
 
 # Training hooks in the order the template calls them (Avalanche's ``BaseSGDTemplate`` order),
 # then the evaluation hooks. ``adapt_model`` is cltune's name for Avalanche's model-adaptation
@@ -29,8 +32,10 @@ HOOKS = TRAINING_HOOKS + EVAL_HOOKS
 class Plugin:
     """Base class: every hook receives the strategy and does nothing unless overridden.
 
-    A plugin with state that must survive a resume returns it from :meth:`state_dict`
-    (JSON-able values or tensors) and takes it back in :meth:`load_state_dict`.
+    Besides the hooks, a plugin may override the optional methods below; each has a neutral
+    default, so callers call them on every plugin. A plugin with state that must survive a resume
+    returns it from :meth:`state_dict` (JSON-able values or tensors) and takes it back in
+    :meth:`load_state_dict`.
 
     ``full_parameters`` says why the plugin needs whole parameters (it reads or edits parameters,
     gradients or optimizer state by name, or changes the modules between experiences), or is None
@@ -44,6 +49,21 @@ class Plugin:
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        return None
+
+    def attach_tasks(self, tasks: Sequence[Task]) -> None:
+        """Receive the stream's training tasks once, before any training or resume (e.g. for a replay
+        buffer restored by name)."""
+        return None
+
+    def generation_kwargs(self, strategy: Any, task: Task, rows: list[int]) -> dict[str, Any]:
+        """Extra ``model.generate`` (and forward) arguments for test rows ``rows`` of ``task``, e.g.
+        PEFT's per-row ``adapter_names``; the default adds none."""
+        return {}
+
+    def eval_fingerprint(self, strategy: Any, task: Task) -> str | None:
+        """The state outside the model's weights and ``generation_kwargs`` that changes the answers
+        on ``task`` (hashed by :mod:`cltune.evaluation.reuse`), or None when there is none."""
         return None
 
 
