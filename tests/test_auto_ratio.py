@@ -9,7 +9,6 @@ from cltune.data.encode import Encoder
 from cltune.data.task import Task
 from cltune.selective.auto_ratio import auto_ratio
 from cltune.selective.importance import gradient
-from cltune.strategies.calibration import experience_batches
 from cltune.strategies.config import TrainConfig
 from cltune.strategies.experience import Experience
 from cltune.strategies.registry import build_preset
@@ -50,7 +49,7 @@ def test_gmt_auto_uses_and_records_the_ratio_of_its_gradient_importance(tiny, de
     source = default_stream.tasks[0]
     experience = Experience(1, [Task(source.name, source.train.select(range(16)), source.test)])
     template.experience = experience
-    batches = experience_batches(template, None, "gmt")
+    batches = template.calibration_batches(None, "gmt")
     expected = auto_ratio(gradient(model, template.trainable_parameters(), batches, dtype=torch.bfloat16))
     template.train(experience)
     stats = template.extra_results["masks"][source.name]

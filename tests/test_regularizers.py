@@ -9,7 +9,6 @@ import torch
 
 from cltune.data.encode import Encoder
 from cltune.data.task import Task
-from cltune.strategies.calibration import experience_batches
 from cltune.strategies.config import TrainConfig
 from cltune.strategies.experience import Experience
 from cltune.strategies.methods.lwf import answer_distillation
@@ -51,7 +50,7 @@ def test_ewc_keeps_the_mean_squared_batch_gradient_and_penalises_by_it(tiny, def
     params = template.trainable_parameters()
     # the empirical Fisher by hand: the mean over the same two batches of the squared batch gradient
     expected = {n: torch.zeros_like(p) for n, p in params.items()}
-    batches = list(experience_batches(template, 2, "ewc"))
+    batches = list(template.calibration_batches(2, "ewc"))
     for batch in batches:
         template.model.zero_grad()
         template.model(**batch).loss.backward()

@@ -14,7 +14,6 @@ from cltune.models.scopes import scope_parameters
 from cltune.selective import hft_select, load_masks, n_keep, spider_shares, topk_masks
 from cltune.selective.importance import gradient
 from cltune.selective.tailor import obs_compensate, tailor_scores
-from cltune.strategies.calibration import experience_batches
 from cltune.strategies.config import TrainConfig
 from cltune.strategies.experience import Experience
 from cltune.strategies.plugin import Plugin
@@ -60,7 +59,7 @@ def test_gmt_moves_exactly_the_top_gradient_entries_and_saves_its_masks(tiny, de
     template.experience = first
     params = template.trainable_parameters()
     expected = topk_masks(
-        gradient(template.model, params, experience_batches(template, None, "gmt"), dtype=torch.bfloat16),
+        gradient(template.model, params, template.calibration_batches(None, "gmt"), dtype=torch.bfloat16),
         0.05,
     )
     before = _scope(template)

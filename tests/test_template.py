@@ -54,6 +54,7 @@ def test_hooks_run_in_avalanche_order_and_updates_are_counted(tiny, default_stre
     # 2 updates × 2 accumulated iterations = 4 forward passes, 2 optimizer updates
     assert calls.count("before_forward") == 4
     assert calls.count("before_update") == calls.count("after_update") == 2
+    assert calls.count("after_accumulation") == 2
     first_iteration = calls[
         calls.index("before_training_iteration") : calls.index("after_training_iteration") + 1
     ]
@@ -66,12 +67,13 @@ def test_hooks_run_in_avalanche_order_and_updates_are_counted(tiny, default_stre
         "after_training_iteration",
     ]
     second = calls.index("after_training_iteration") + 1
-    assert calls[second : second + 9] == [
+    assert calls[second : second + 10] == [
         "before_training_iteration",
         "before_forward",
         "after_forward",
         "before_backward",
         "after_backward",
+        "after_accumulation",  # once per update, after its last micro-batch
         "before_update",
         "after_update",
         "after_training_iteration",

@@ -103,11 +103,13 @@ def test_a_model_without_checkpointing_support_is_a_clear_error(tiny) -> None:
 
 class ScalerProbe(Plugin):
     """Under fp16: per update, whether the weights moved, the loss scale at backward and after the
-    update, and which updates reached ``before_update``; injects an infinite gradient into update
-    ``inject_at``; keeps the minibatch and true gradients of the first update that ran."""
+    update, and which updates reached ``after_accumulation`` and ``before_update``; injects an
+    infinite gradient into update ``inject_at``; keeps the minibatch and true gradients of the first
+    update that ran."""
 
     def __init__(self, inject_at: int) -> None:
         self.inject_at = inject_at
+        self.accumulated: list[int] = []
         self.applied: list[int] = []
         self.moved: list[bool] = []
         self.scales: list[tuple[float, float]] = []
@@ -120,6 +122,9 @@ class ScalerProbe(Plugin):
         self._scale = strategy.scaler.get_scale()
         if strategy.update_step == self.inject_at:
             next(iter(strategy.trainable_parameters().values())).grad.view(-1)[0] = math.inf
+
+    def after_accumulation(self, strategy) -> None:
+        self.accumulated.append(strategy.update_step)
 
     def before_update(self, strategy) -> None:
         self.applied.append(strategy.update_step)
@@ -181,6 +186,7 @@ def test_fp16_scales_the_loss_and_skips_overflowed_updates(tiny, default_stream)
         )
     skipped = [i for i in range(5) if i not in probe.applied]
     assert 2 in skipped and template.skipped_updates == len(skipped) < 5
+    assert probe.accumulated == probe.applied  # the accumulation boundary of the updates that step
     for i in range(5):
         assert probe.moved[i] == (i not in skipped), i  # a skipped update leaves every weight as it was
         scale_before, scale_after = probe.scales[i]

@@ -1,38 +1,15 @@
-"""The current experience's own training batches, for plugins that measure importance from data."""
+"""For plugins that measure importance on the current experience: scores from its calibration batches,
+the scope's parameters, and their snapshot before training."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 from cltune import distributed
-from cltune.data.encode import collate
-from cltune.utils import derive_seed
-
-
-def experience_batches(
-    strategy, max_batches: int | None = None, purpose: str = "calibration", shard: bool = False
-) -> Iterator[dict]:
-    """Up to ``max_batches`` training batches of ``strategy.experience`` (all of one epoch if None).
-
-    Batches have the template's ``batch_size`` and are drawn in an order seeded from
-    (seed, ``purpose``, experience index), so a run is reproducible and the order differs from
-    the training order. Each batch is a ``model(**batch)`` dict on the strategy's device. With
-    ``shard`` each of several processes gets every n-th of these batches.
-    """
-    if max_batches is not None and max_batches < 1:
-        raise ValueError(f"max_batches must be a positive integer or None, got {max_batches!r}")
-    seed = derive_seed(strategy.config.seed, purpose, strategy.experience.index)
-    generator = torch.Generator().manual_seed(seed)
-    rank, processes = (distributed.process_index(), distributed.num_processes()) if shard else (0, 1)
-    for i, rows in enumerate(strategy._epoch_batches(strategy.experience.rows, generator)):
-        if max_batches is not None and i >= max_batches:
-            return
-        if i % processes == rank:
-            yield strategy.to_device(collate(strategy.encode_rows(rows, True), strategy.encoder.pad_id))
 
 
 def experience_importance(
@@ -43,7 +20,8 @@ def experience_importance(
     purpose: str,
     **options,
 ) -> dict[str, Tensor]:
-    """``measure(model, params, batches, **options)`` on the experience's calibration batches.
+    """``measure(model, params, batches, **options)`` on the experience's calibration batches
+    (:meth:`~cltune.strategies.template.Template.calibration_batches`).
 
     Under several processes each scores its share of the batches (every n-th) and the scores are
     averaged over processes, weighted by their batch counts (accelerate's ``reduce``), so every
@@ -51,7 +29,7 @@ def experience_importance(
     this equals the single-process measure; for GMT's |Σ_b ∇L| it is the mean of each process's
     |Σ ∇L| over its batches, which ranks entries alike but is not the same number.
     """
-    batches = experience_batches(strategy, max_batches, purpose, shard=distributed.active())
+    batches = strategy.calibration_batches(max_batches, purpose, shard=distributed.active())
     if not distributed.active():
         return measure(strategy.model, params, batches, **options)
     total = math.ceil(len(strategy.experience.rows) / strategy.config.batch_size)

@@ -10,6 +10,8 @@ from cltune.data.task import Task
 # Training hooks in the order the template calls them (Avalanche's ``BaseSGDTemplate`` order),
 # then the evaluation hooks. ``adapt_model`` is cltune's name for Avalanche's model-adaptation
 # step: it runs before the optimizer is made, so a plugin may add or freeze parameters there.
+# ``after_accumulation`` is cltune's too: once per optimizer update that will step, when ``.grad``
+# holds the update's whole gradient, unscaled and not yet clipped (see the template).
 TRAINING_HOOKS = (
     "adapt_model",
     "before_training_exp",
@@ -19,6 +21,7 @@ TRAINING_HOOKS = (
     "after_forward",
     "before_backward",
     "after_backward",
+    "after_accumulation",
     "before_update",
     "after_update",
     "after_training_iteration",

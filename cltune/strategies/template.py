@@ -4,12 +4,18 @@ The template owns ``model``, ``optimizer``, the current ``experience``, the mini
 (``mb_examples`` as rows, ``mbatch`` as a dict of tensors), ``mb_output`` and ``loss``.
 Every mechanism of a strategy (replay, regularizers, masks, adapters, merging) is a plugin.
 
+With ``grad_accum`` > 1 an optimizer update follows every ``grad_accum``-th micro-batch; its
+``.grad`` is complete only after that micro-batch's backward. ``after_accumulation`` marks that
+boundary: it runs once per update, when ``.grad`` holds the update's gradient summed over its
+micro-batches, unscaled and not yet clipped, and only for an update that will step. A plugin that
+reads whole-update gradients (SPIDER's ΣG) uses it instead of counting micro-batches.
+
 Under ``precision="fp16"`` the loss is scaled before backward (``scaler``), so at
 ``after_backward`` ``.grad`` holds the gradients times ``scaler.get_scale()``; they are unscaled
-before clipping, so ``before_update`` and ``after_update`` see the true gradients. An update whose
-gradients overflowed is skipped: no ``before_update``, optimizer step, scheduler step or
-``after_update`` (it still counts as one of the experience's updates, so the batches drawn are
-those of fp32).
+before ``after_accumulation`` and clipping, so ``before_update`` and ``after_update`` see the true
+gradients. An update whose gradients overflowed is skipped (``skipped_updates`` counts them): no
+``after_accumulation``, ``before_update``, optimizer step, scheduler step or ``after_update`` (it
+still counts as one of the experience's updates, so the batches drawn are those of fp32).
 """
 
 from __future__ import annotations
@@ -156,6 +162,38 @@ class Template:
         for start in range(0, len(order), size):
             yield [rows[i] for i in order[start : start + size]]
 
+    def calibration_batches(
+        self, max_batches: int | None = None, purpose: str = "calibration", shard: bool = False
+    ) -> Iterator[dict[str, torch.Tensor]]:
+        """Up to ``max_batches`` training batches of the current experience (all of one epoch if None).
+
+        Batches have the template's ``batch_size`` and are drawn in an order seeded from
+        (seed, ``purpose``, experience index), so a run is reproducible and the order differs from
+        the training order. Each batch is a ``model(**batch)`` dict on the template's device. With
+        ``shard`` each of several processes gets every n-th of these batches.
+        """
+        if max_batches is not None and max_batches < 1:
+            raise ValueError(f"max_batches must be a positive integer or None, got {max_batches!r}")
+        seed = derive_seed(self.config.seed, purpose, self.experience.index)
+        generator = torch.Generator().manual_seed(seed)
+        rank, processes = (distributed.process_index(), distributed.num_processes()) if shard else (0, 1)
+        for i, rows in enumerate(self._epoch_batches(self.experience.rows, generator)):
+            if max_batches is not None and i >= max_batches:
+                return
+            if i % processes == rank:
+                yield self.to_device(collate(self.encode_rows(rows, True), self.encoder.pad_id))
+
+    def plain_fine_tune(self, experience: Experience) -> None:
+        """Fine-tune ``model`` on ``experience`` as :meth:`train` does, without this template's plugins.
+
+        For a plugin whose mechanism needs a preliminary fine-tune inside a hook (LT-SFT's first
+        phase): the same loop, configuration and seed, with its own AdamW (and scaler and schedule);
+        this template's optimizer, counters and minibatch are left as they are. The model is left in
+        training mode, as a hook of :meth:`train` expects it.
+        """
+        Template(self.model, self.encoder, self.config, progress=self.progress).train(experience)
+        self.model.train()
+
     def train(self, experience: Experience) -> None:
         """Train on one experience; a fresh optimizer, seeded from (seed, experience index)."""
         self.experience = experience
@@ -232,9 +270,13 @@ class Template:
         params = list(self.trainable_parameters().values())
         if self.scaler is not None:
             self.scaler.unscale_(self.optimizer)
+        # Clipping keeps finite gradients finite and non-finite ones non-finite, so skipping is
+        # decided before it, and after_accumulation sees the unclipped gradients.
+        skipped = self.scaler is not None and not finite_gradients(p.grad for p in params)
+        if not skipped:
+            self.call("after_accumulation")
         if self.config.max_grad_norm:
             distributed.clip_grad_norm_(params, self.config.max_grad_norm)
-        skipped = self.scaler is not None and not finite_gradients(p.grad for p in params)
         if not skipped:
             self.call("before_update")
         if self.scaler is None:

@@ -2,8 +2,9 @@
 
 Ansell et al., ACL 2022, "Composable Sparse Fine-Tuning for Cross-Lingual Transfer". Per
 experience: (1) fine-tune the whole scope on the experience (a full pass of the template's
-loop, with its own AdamW, and no other plugin), (2) keep the top ``ratio`` entries by
-|θ₁ − θ_pre| (:func:`cltune.selective.importance.drift`), (3) reset every weight to θ_pre and
+loop, with its own AdamW, and no other plugin:
+:meth:`~cltune.strategies.template.Template.plain_fine_tune`), (2) keep the top ``ratio`` entries
+by |θ₁ − θ_pre| (:func:`cltune.selective.importance.drift`), (3) reset every weight to θ_pre and
 fine-tune again with AdamW confined exactly to the kept entries, so that after the experience
 exactly those entries differ from θ_pre. Training costs twice a fine-tune; extra memory is a
 θ_pre copy during phase 1 and one bool per parameter afterwards.
@@ -24,7 +25,6 @@ from cltune.selective.masks import Granularity, Masks
 from cltune.strategies.calibration import snapshot
 from cltune.strategies.plugins.masks import MaskPlugin, check_mask_options
 from cltune.strategies.registry import Preset, register
-from cltune.strategies.template import Template
 
 
 class LotteryTicketPlugin(MaskPlugin):
@@ -37,10 +37,7 @@ class LotteryTicketPlugin(MaskPlugin):
 
     def choose_masks(self, strategy, params: dict[str, nn.Parameter]) -> tuple[Masks, dict[str, float]]:
         pre = snapshot(params)
-        Template(strategy.model, strategy.encoder, strategy.config, progress=strategy.progress).train(
-            strategy.experience
-        )
-        strategy.model.train()
+        strategy.plain_fine_tune(strategy.experience)
         masks = topk_masks(drift(None, params, pretrained=pre), self.ratio, self.granularity)
         with torch.no_grad():
             for name, p in params.items():

@@ -19,7 +19,7 @@ from torch import Tensor
 from cltune.selective import topk_masks
 from cltune.selective.importance.obs import layer_hessians
 from cltune.selective.tailor import obs_compensate, tailor_scores
-from cltune.strategies.calibration import experience_batches, scope_params, snapshot
+from cltune.strategies.calibration import scope_params, snapshot
 from cltune.strategies.plugin import Plugin
 from cltune.strategies.plugins.masks import MaskRecorder, check_mask_options
 from cltune.strategies.registry import Preset, register
@@ -41,7 +41,7 @@ class ModelTailorPlugin(Plugin):
     @torch.no_grad()
     def after_training_exp(self, strategy) -> None:
         params = scope_params(strategy, "model-tailor")
-        batches = experience_batches(strategy, self.calibration_batches, "model-tailor")
+        batches = strategy.calibration_batches(self.calibration_batches, "model-tailor")
         hessians = layer_hessians(strategy.model, params, batches)
         inverse_diag = {
             name: torch.cholesky_inverse(torch.linalg.cholesky(h)).diagonal()

@@ -7,9 +7,9 @@ else 0, divided by the mean of its non-zero entries and capped at 1
 (:func:`cltune.selective.spider_share`); after each optimizer step θ ← θ_pre·(1 − c) + θ·c
 (:func:`cltune.selective.spider_merge_`). No mask ratio: c decides per entry.
 
-ΣG adds each update's gradient once, read after its last micro-batch (with ``grad_accum`` > 1,
-``.grad`` holds the sum of the update's micro-batches only then), before clipping; under fp16 it
-adds the unscaled gradients of the updates that were not skipped for overflow.
+ΣG adds each update's gradient once, at the template's ``after_accumulation`` (summed over the
+update's micro-batches, before clipping; under fp16 unscaled, and only for updates that were not
+skipped for overflow).
 
 θ_pre is the model at the start of each experience (in a stream, the pre-trained model of that
 step), so an entry with c = 0 is held at its value before the experience. Extra memory per
@@ -30,7 +30,6 @@ from cltune.selective.importance import accumulate_
 from cltune.strategies.calibration import scope_params, snapshot
 from cltune.strategies.plugin import Plugin
 from cltune.strategies.registry import Preset, register
-from cltune.strategies.template import finite_gradients
 
 
 class SpiderPlugin(Plugin):
@@ -47,16 +46,8 @@ class SpiderPlugin(Plugin):
         self._pre = snapshot(self._params)
         self._grad_sum = {}
 
-    def after_backward(self, strategy) -> None:
-        if (strategy.micro_step + 1) % strategy.config.grad_accum:
-            return  # the update's gradient is not complete yet
-        grads = {name: p.grad for name, p in self._params.items()}
-        scale = 1.0
-        if strategy.scaler is not None:  # fp16: .grad holds the gradients times the loss scale
-            if not finite_gradients(grads.values()):
-                return  # they overflowed: the template skips this update
-            scale = 1.0 / strategy.scaler.get_scale()
-        accumulate_(self._grad_sum, grads, scale)
+    def after_accumulation(self, strategy) -> None:
+        accumulate_(self._grad_sum, {name: p.grad for name, p in self._params.items()})
 
     def after_update(self, strategy) -> None:
         for name, g in self._grad_sum.items():  # one share tensor alive at a time
