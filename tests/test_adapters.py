@@ -23,7 +23,8 @@ from cltune.experiment import RunSpec, run_experiment
 from cltune.models.loading import load_model
 from cltune.strategies.config import TrainConfig
 from cltune.strategies.experience import Experience
-from cltune.strategies.registry import Preset, build_preset, get_factory, register
+from cltune.strategies.plugins.lora import LORA_PARAMETERS
+from cltune.strategies.registry import Preset, build_preset, get_factory, register, strategy_defaults
 from cltune.strategies.template import Template
 
 # LoRA learns slower than full fine-tuning: more, smaller steps make the small recipe's adapters answer.
@@ -174,7 +175,9 @@ def test_prompt_features_average_one_hidden_layer_over_the_prompt(tiny, default_
     [
         ({"router": "nearest"}, "router must be one of"),
         ({"router": "prototype", "reject_rate": -0.1}, "lora-isolation: reject_rate must lie in"),
-        ({"r": 0}, "r .LoRA rank. must be a positive integer"),
+        ({"r": 0}, r"r must be a positive integer, got 0 \(the LoRA rank\)"),
+        ({"alpha": "high"}, "alpha must be positive, got 'high'"),
+        ({"target": "q_proj"}, "target must be a list of module-name suffixes"),
         ({"dropout": 1.0}, r"dropout must lie in \[0, 1\)"),
         ({"scope": "decoder"}, "scope must be one of"),
         ({"lora_options": {"bias": "all"}}, r"options \['bias'\] are not allowed"),
@@ -185,6 +188,22 @@ def test_prompt_features_average_one_hidden_layer_over_the_prompt(tiny, default_
 def test_lora_isolation_refuses_bad_options(params, message) -> None:
     with pytest.raises(ValueError, match=message):
         build_preset("lora-isolation", **params)
+
+
+@pytest.mark.parametrize("name", ["lora", "lora-isolation", "o-lora", "lora-merge"])
+def test_every_lora_preset_takes_the_shared_lora_options(name, tiny) -> None:
+    defaults = strategy_defaults(name)
+    assert {p.name: p.default for p in LORA_PARAMETERS}.items() <= defaults.items()
+    preset = build_preset(
+        name, r=4, alpha=8.0, target=["q_proj"], scope="language_model", lora_options={"use_rslora": True}
+    )
+    model = preset.prepare(tiny[0], "all")
+    config = preset.plugins[0].bank.config if preset.plugins else model.peft_config["default"]
+    assert (config.r, config.lora_alpha, config.use_rslora) == (4, 8.0, True)
+    targets = sorted(config.target_modules)
+    assert targets and all(t.endswith("q_proj") and "vision" not in t for t in targets)  # scope wins
+    with pytest.raises(ValueError, match=f"^{name}: dropout must lie in"):
+        build_preset(name, dropout=1.5)
 
 
 def test_o_lora_refuses_a_negative_weight() -> None:

@@ -15,83 +15,16 @@ its rows went. Adapters are saved in PEFT's format under ``<run dir>/adapters/<t
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
-
-from peft import LoraConfig
-from torch import nn
 
 from cltune.adapters import BASE, AdapterBank, PrototypeRouter, prompt_features, route_counts
 from cltune.data.task import Task
-from cltune.models.scopes import SCOPES
-from cltune.strategies.methods.lora import lora_config
 from cltune.strategies.plugin import Plugin
+from cltune.strategies.plugins.adapter_bank import bank_prepare, task_name
+from cltune.strategies.plugins.lora import LoraSpec, with_lora_options
 from cltune.strategies.registry import Preset, register
 
 ROUTERS = ("oracle", "prototype")
-# LoRA options that are parameters of their own, or would train base weights outside the adapter.
-_NOT_ISOLATED = ("modules_to_save", "target_modules", "r", "lora_alpha", "lora_dropout")
-
-
-@dataclass
-class LoraSpec:
-    """The LoRA adapter of every task: rank, alpha, dropout, scope, suffix filter, other PEFT options."""
-
-    r: int
-    alpha: float
-    dropout: float
-    target: list[str] | None = None
-    scope: str | None = None
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def check(self, strategy: str) -> None:
-        """Refuse bad values with the strategy's name and the fix."""
-        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
-            raise ValueError(f"{strategy}: r (LoRA rank) must be a positive integer, got {self.r!r}")
-        if not self.alpha > 0:
-            raise ValueError(f"{strategy}: alpha must be positive, got {self.alpha!r}")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"{strategy}: dropout must lie in [0, 1), got {self.dropout!r}")
-        if self.scope is not None and self.scope not in SCOPES:
-            raise ValueError(f"{strategy}: scope must be one of {SCOPES} or None, got {self.scope!r}")
-        clashes = [key for key in self.options if key in _NOT_ISOLATED]
-        if self.options.get("bias", "none") != "none":
-            clashes.append("bias")
-        if clashes:
-            raise ValueError(
-                f"{strategy}: LoRA options {clashes} are not allowed here: r, alpha, dropout and target are "
-                "parameters of their own, and modules_to_save or a bias other than 'none' would train base "
-                "weights outside the task's adapter"
-            )
-        try:
-            LoraConfig(target_modules=["probe"], **self.options)
-        except (TypeError, ValueError) as err:
-            raise ValueError(
-                f"{strategy}: bad LoRA option in {self.options}: {err} (see peft.LoraConfig)"
-            ) from err
-
-    def config(self, model: nn.Module, train_scope: str) -> LoraConfig:
-        """The LoraConfig for ``model``'s linear layers of ``scope`` (the training scope if None)."""
-        return lora_config(
-            model, self.scope or train_scope, self.r, self.alpha, self.dropout, self.target, **self.options
-        )
-
-
-def bank_prepare(bank: AdapterBank, spec: LoraSpec) -> Callable[[nn.Module, str], nn.Module]:
-    """The preset's ``prepare``: wrap the loaded model in the bank's PeftModel (no adapter yet)."""
-
-    def prepare(model: nn.Module, scope: str) -> nn.Module:
-        return bank.wrap(model, spec.config(model, scope))
-
-    return prepare
-
-
-def task_name(strategy) -> str:
-    tasks = strategy.experience.tasks
-    if len(tasks) != 1:
-        raise ValueError("adapter strategies train one adapter per task; a joint experience has several")
-    return tasks[0].name
 
 
 class AdapterIsolationPlugin(Plugin):
@@ -179,16 +112,9 @@ class AdapterIsolationPlugin(Plugin):
 
 
 @register("lora-isolation")
+@with_lora_options
 def lora_isolation(
-    router: str = "oracle",
-    reject_rate: float | None = 0.01,
-    feature_layer: int = 0,
-    r: int = 8,
-    alpha: float = 16.0,
-    dropout: float = 0.0,
-    target: list[str] | None = None,
-    scope: str | None = None,
-    lora_options: dict[str, Any] | None = None,
+    lora: LoraSpec, router: str = "oracle", reject_rate: float | None = 0.01, feature_layer: int = 0
 ) -> Preset:
     """One frozen LoRA adapter per task, chosen per test row by the task id or a prototype router.
 
@@ -197,11 +123,10 @@ def lora_isolation(
     """
     if router not in ROUTERS:
         raise ValueError(f"lora-isolation: router must be one of {ROUTERS}, got {router!r}")
-    spec = LoraSpec(r, alpha, dropout, target, scope, dict(lora_options or {}))
-    spec.check("lora-isolation")
+    lora.check("lora-isolation")
     bank = AdapterBank()
     try:
         plugin = AdapterIsolationPlugin(bank, router, reject_rate, feature_layer)
     except ValueError as err:
         raise ValueError(f"lora-isolation: {err}") from None
-    return Preset(plugins=[plugin], prepare=bank_prepare(bank, spec))
+    return Preset(plugins=[plugin], prepare=bank_prepare(bank, lora))

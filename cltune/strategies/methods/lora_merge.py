@@ -22,8 +22,9 @@ from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
 from cltune.adapters import AdapterBank, lora_layers
 from cltune.merging import merge_lora_adapters, merge_lora_factors
-from cltune.strategies.methods.lora_isolation import LoraSpec, bank_prepare, task_name
 from cltune.strategies.plugin import Plugin
+from cltune.strategies.plugins.adapter_bank import bank_prepare, task_name
+from cltune.strategies.plugins.lora import LoraSpec, with_lora_options
 from cltune.strategies.plugins.task_vector_merge import MergeSpec
 from cltune.strategies.registry import Preset, register
 
@@ -88,19 +89,15 @@ class LoraMergePlugin(Plugin):
 
 
 @register("lora-merge")
+@with_lora_options
 def lora_merge(
+    lora: LoraSpec,
     method: str = "task_arithmetic",
     weights: float | Sequence[float] | None = None,
     density: float | None = None,
     merge_options: dict[str, Any] | None = None,
     merge_rank: int | None = None,
     space: str = "delta",
-    r: int = 8,
-    alpha: float = 16.0,
-    dropout: float = 0.0,
-    target: list[str] | None = None,
-    scope: str | None = None,
-    lora_options: dict[str, Any] | None = None,
 ) -> Preset:
     """One LoRA adapter per task from the base; evaluate the merge of all adapters so far."""
     options = dict(merge_options or {})
@@ -120,7 +117,6 @@ def lora_merge(
         raise ValueError(
             "lora-merge: merge_rank applies to space='delta'; a factor-space merge keeps the adapters' rank"
         )
-    lora = LoraSpec(r, alpha, dropout, target, scope, dict(lora_options or {}))
     lora.check("lora-merge")
     if lora.options.get("use_dora"):
         raise ValueError(

@@ -11,8 +11,9 @@ from typing import Any
 from torch import Tensor
 
 from cltune.adapters import AdapterBank, orthogonality_loss
-from cltune.strategies.methods.lora_isolation import LoraSpec, bank_prepare, task_name
 from cltune.strategies.plugin import Plugin
+from cltune.strategies.plugins.adapter_bank import bank_prepare, task_name
+from cltune.strategies.plugins.lora import LoraSpec, with_lora_options
 from cltune.strategies.registry import Preset, register
 
 
@@ -59,19 +60,11 @@ class OrthogonalLoraPlugin(Plugin):
 
 
 @register("o-lora")
-def o_lora(
-    lam: float = 0.5,
-    r: int = 8,
-    alpha: float = 16.0,
-    dropout: float = 0.0,
-    target: list[str] | None = None,
-    scope: str | None = None,
-    lora_options: dict[str, Any] | None = None,
-) -> Preset:
+@with_lora_options
+def o_lora(lora: LoraSpec, lam: float = 0.5) -> Preset:
     """A LoRA adapter per task kept orthogonal to the earlier ones (λ = lam); all active at evaluation."""
     if not lam >= 0:
         raise ValueError(f"o-lora: lam (weight of the orthogonality loss) must be >= 0, got {lam!r}")
-    spec = LoraSpec(r, alpha, dropout, target, scope, dict(lora_options or {}))
-    spec.check("o-lora")
+    lora.check("o-lora")
     bank = AdapterBank()
-    return Preset(plugins=[OrthogonalLoraPlugin(bank, lam)], prepare=bank_prepare(bank, spec))
+    return Preset(plugins=[OrthogonalLoraPlugin(bank, lam)], prepare=bank_prepare(bank, lora))
