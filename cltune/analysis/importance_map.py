@@ -1,7 +1,8 @@
 """Importance maps: per-parameter importances and their aggregates per layer × module type.
 
-Any measure of :mod:`cltune.selective.importance` can fill a map (``gradient``, ``fisher``,
-``mas``, ``magnitude``, ``spider``, ``drift``, ``obs``). A map is saved as one safetensors file
+Any measure of the registry :mod:`cltune.selective.importance` computed from batches rather than
+tracked during training can fill a map (``gradient``, ``fisher``, ``mas``, ``magnitude``,
+``spider``, ``drift``, ``obs``, or one a user registered). A map is saved as one safetensors file
 (tensor names = parameter names) whose metadata records the measure and what it was computed on.
 """
 
@@ -18,7 +19,12 @@ from torch import Tensor, nn
 
 from cltune.analysis.layout import base_name, pivot, place
 from cltune.models.scopes import scope_parameters
-from cltune.selective.importance import get_importance, load_importances, save_importances
+from cltune.selective.importance import (
+    importance_measure,
+    importance_names,
+    load_importances,
+    save_importances,
+)
 
 FORMAT = "cltune.importance_map/1"
 STATS = ("mean", "sum", "max")
@@ -113,12 +119,13 @@ def importance_map(
     ``pretrained=`` for ``drift``). The model is left as it was: the measures compute gradients
     with ``torch.autograd.grad`` and restore training mode and ``requires_grad``.
     """
-    measure = get_importance(method)
-    if isinstance(measure, type):
+    measure = importance_measure(method)
+    if measure.tracked:
+        computed = importance_names(lambda m: not m.tracked)
         raise ValueError(
             f"importance measure {method!r} is tracked during training, not computed from batches; "
-            "use gradient, fisher, mas, magnitude, spider, drift or obs"
+            f"use one of {', '.join(computed)}"
         )
     chosen = dict(params) if params is not None else analysis_parameters(model, scope)
-    scores = measure(model, chosen, data, **options)
+    scores = measure.compute(model, chosen, data, **options)
     return ImportanceMap({n: s.cpu() for n, s in scores.items()}, method, dict(info or {}))

@@ -1,6 +1,7 @@
 """Selective tuning: parameter importance, masks, and exact masked updates.
 
-- ``importance``: measures registered by name (``get_importance``), SI tracker, SPIDER rule.
+- ``importance``: measures registered by name with what each needs (``register_importance``,
+  ``importance_measure``, ``get_importance``), SI tracker, SPIDER rule.
 - ``masks`` / ``hft``: top-``ratio`` masks per tensor, layer or globally; HFT; random control.
 - ``packing``: masks stored at 1 bit per parameter; ``overlap``: density and Jaccard.
 - ``masked_update``: keep every entry outside a mask bit-identical while an optimizer runs.
@@ -9,9 +10,13 @@
 from .hft import hft_masks, hft_select
 from .importance import (
     IMPORTANCE_MEASURES,
+    Measure,
     SITracker,
     get_importance,
+    importance_measure,
+    importance_names,
     load_importances,
+    register_importance,
     save_importances,
     spider_merge_,
     spider_share,
@@ -25,6 +30,7 @@ from .packing import load_masks, pack_bits, save_masks, unpack_bits
 __all__ = [
     "IMPORTANCE_MEASURES",
     "MaskedUpdate",
+    "Measure",
     "SITracker",
     "check_ratio",
     "density",
@@ -32,6 +38,8 @@ __all__ = [
     "get_importance",
     "hft_masks",
     "hft_select",
+    "importance_measure",
+    "importance_names",
     "jaccard",
     "jaccard_per_tensor",
     "layer_of",
@@ -41,6 +49,7 @@ __all__ = [
     "n_keep",
     "pack_bits",
     "random_masks",
+    "register_importance",
     "save_importances",
     "save_masks",
     "spider_merge_",

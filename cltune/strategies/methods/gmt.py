@@ -7,12 +7,13 @@ over the experience's own training batches, I = |Σ_b ∇θ L(θ; B_b)|
 ones AdamW may change during the experience (exactly; see :class:`~cltune.selective.MaskedUpdate`).
 GMT re-selects at every update from the gradients of the last interval; here the mask is chosen
 once per experience from a full pass, so it can be stored at 1 bit per entry and the step costs
-one masked fill of the gradients (the importance-mask plugin, :mod:`.importance_mask`).
+one masked fill of the gradients (the importance-mask plugin,
+:mod:`cltune.strategies.plugins.importance_mask`).
 """
 
 from __future__ import annotations
 
-from cltune.strategies.methods.importance_mask import importance_mask_preset
+from cltune.strategies.plugins.importance_mask import importance_mask_preset
 from cltune.strategies.registry import Preset, register
 
 

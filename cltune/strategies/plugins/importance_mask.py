@@ -2,12 +2,13 @@
 
 The selective-tuning recipe of the survey (Huang et al. 2025, "Keeping Yourself is Important in
 Downstream Tuning Multimodal Large Language Models", §3.1): at the start of each experience
-score every trainable entry with a data-based importance from
-:data:`cltune.selective.IMPORTANCE_MEASURES` — ``gradient`` (GMT), ``fisher`` (EWC's diagonal
-Fisher), ``mas`` (output-norm sensitivity) or ``magnitude`` — on the experience's own training
-batches, keep the top ``ratio`` entries (per tensor, layer or globally; ``"auto"`` reads the
-ratio off the importance distribution, :mod:`cltune.selective.auto_ratio`), and let AdamW
-change only those, exactly. Importances are kept in bf16 while the mask is chosen.
+score every trainable entry with an importance from the registry
+(:mod:`cltune.selective.importance`) that needs only the model and batches — ``gradient`` (GMT),
+``fisher`` (EWC's diagonal Fisher), ``mas`` (output-norm sensitivity), ``magnitude``, or one a
+user registered — on the experience's own training batches, keep the top ``ratio`` entries (per
+tensor, layer or globally; ``"auto"`` reads the ratio off the importance distribution,
+:mod:`cltune.selective.auto_ratio`), and let AdamW change only those, exactly. Importances are
+kept in bf16 while the mask is chosen. Shared by the presets ``importance-mask`` and ``gmt``.
 """
 
 from __future__ import annotations
@@ -15,17 +16,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cltune.selective import IMPORTANCE_MEASURES, get_importance, topk_masks
+from cltune.selective import get_importance, importance_measure, importance_names, topk_masks
 from cltune.selective.auto_ratio import auto_ratio
 from cltune.selective.masks import Granularity, Masks
 from cltune.strategies.calibration import experience_importance
 from cltune.strategies.plugins.masks import MaskPlugin, check_mask_options
-from cltune.strategies.registry import Preset, register
+from cltune.strategies.registry import Preset
 from cltune.utils import unknown_name_error
-
-# Measures that score the weights from (model, params, batches) alone; the others need more:
-# si is tracked during training, drift and spider need θ_pre, obs scores Linear weights only.
-MASK_IMPORTANCES = ("gradient", "fisher", "mas", "magnitude")
 
 
 class ImportanceMaskPlugin(MaskPlugin):
@@ -57,12 +54,15 @@ def importance_mask_preset(
     method: str, importance: str, ratio: float | str, granularity: str, calibration_batches: int | None
 ) -> Preset:
     """The preset of a mask strategy, after checking every option (clear errors)."""
-    if importance not in MASK_IMPORTANCES:
-        if importance not in IMPORTANCE_MEASURES:
-            raise unknown_name_error(f"{method} importance measure", importance, MASK_IMPORTANCES)
+    usable = importance_names(lambda measure: measure.mask_obstacle() is None)
+    try:
+        obstacle = importance_measure(importance).mask_obstacle()
+    except ValueError:
+        raise unknown_name_error(f"{method} importance measure", importance, usable) from None
+    if obstacle is not None:
         raise ValueError(
-            f"{method}: importance {importance!r} cannot choose a mask before training; "
-            f"use one of {MASK_IMPORTANCES} (or the strategies spider, lt-sft, model-tailor, si)"
+            f"{method}: importance {importance!r} cannot choose a mask before training ({obstacle}); "
+            f"use one of {', '.join(usable)} (or the strategies spider, lt-sft, model-tailor, si)"
         )
     check_mask_options(method, ratio, granularity)
     if calibration_batches is not None and (isinstance(calibration_batches, bool) or calibration_batches < 1):
@@ -71,14 +71,3 @@ def importance_mask_preset(
             f"got {calibration_batches!r}"
         )
     return Preset(plugins=[ImportanceMaskPlugin(importance, ratio, granularity, calibration_batches, method)])
-
-
-@register("importance-mask")
-def importance_mask(
-    importance: str = "fisher",
-    ratio: float | str = 0.1,
-    granularity: str = "tensor",
-    calibration_batches: int | None = None,
-) -> Preset:
-    """Update only the top-ratio entries by a chosen importance (gradient, fisher, mas, magnitude)."""
-    return importance_mask_preset("importance-mask", importance, ratio, granularity, calibration_batches)
