@@ -59,7 +59,7 @@ def lora_merge_run(recipe, tmp_path_factory):
         ("lora-merge", {"merge_options": {"alpha": 0.5}}, "'task_arithmetic' has no option"),
         ("lora-merge", {"merge_rank": 0}, "merge_rank must be a positive integer"),
         ("lora-merge", {"lora_options": {"use_dora": True}}, "DoRA"),
-        ("lora-merge", {"r": -2}, "r .LoRA rank. must be a positive integer"),
+        ("lora-merge", {"r": -2}, r"r must be a positive integer, got -2 \(the LoRA rank\)"),
         ("lora-merge", {"space": "weights"}, "space must be 'delta' .exact ΔW. or 'factors'"),
         ("lora-merge", {"space": "factors", "merge_rank": 4}, "merge_rank applies to space='delta'"),
     ],
