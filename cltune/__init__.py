@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cltune._version import __version__
 from cltune.matrix import AccuracyMatrix
 
-__version__ = "0.1.0"
 __all__ = ["AccuracyMatrix", "__version__", "run"]
 
 
