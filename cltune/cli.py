@@ -342,7 +342,12 @@ def command_analyze(args: argparse.Namespace) -> int:
 def command_list(_: argparse.Namespace) -> int:
     from cltune.data.recipe import builtin_streams, read_recipe
     from cltune.models.loading import BUILTIN_MODELS
-    from cltune.strategies.registry import strategy_defaults, strategy_description, strategy_names
+    from cltune.strategies.registry import (
+        sharded_strategies,
+        strategy_defaults,
+        strategy_description,
+        strategy_names,
+    )
 
     print("streams:")
     for name in builtin_streams():
@@ -352,6 +357,7 @@ def command_list(_: argparse.Namespace) -> int:
     for name in strategy_names():
         defaults = ", ".join(f"{k}={v!r}" for k, v in strategy_defaults(name).items())
         print(f"  {name:<16} {strategy_description(name)}" + (f" [{defaults}]" if defaults else ""))
+    print(f"  (running sharded, under FSDP2 or DeepSpeed ZeRO-1/2: {', '.join(sharded_strategies())})")
     print("models:")
     for name, text in BUILTIN_MODELS.items():
         print(f"  {name:<16} {text}")

@@ -116,3 +116,9 @@ def _check_type(strategy: str, key: str, value: Any, annotation: Any) -> None:
         raise ValueError(
             f"parameter {key} of strategy {strategy!r} must be of type {' | '.join(names)}, got {value!r}"
         )
+
+
+def sharded_strategies() -> list[str]:
+    """The registered strategies (with default parameters) whose plugins all work on sharded
+    parameters, i.e. those that run under FSDP and DeepSpeed."""
+    return [n for n in strategy_names() if not any(p.full_parameters for p in build_preset(n).plugins)]
