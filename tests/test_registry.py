@@ -1,4 +1,5 @@
-"""Strategies from outside the package: a user's file, an installed package's entry point."""
+"""Strategies from outside the package (a user's file, an installed package's entry point) and the
+registry's parameter type check."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from cltune.strategies.registry import (
     strategy_origin,
 )
 
-# A user's strategy file.
+# A user's strategy file. No ``from __future__ import annotations``: its annotations are classes,
+# not strings, and the type check must still read them.
 USER_STRATEGY = '''\
 """A user's own strategy, outside the cltune package."""
 
@@ -98,6 +100,23 @@ def test_a_strategy_file_registers_its_strategies_without_touching_sys_path(tmp_
     assert registry.strategy_defaults("file-method") == {"steps": 1, "scale": 1.0, "label": None}
     assert type(build_preset("file-method").plugins[0]).__name__ == "CountUpdates"
     assert load_strategy_file(path) == ["file-method"]  # loaded once: no clash with itself
+
+
+def test_the_type_check_reads_annotations_that_are_not_strings(tmp_path):
+    """The file has no ``from __future__ import annotations``, so its annotations are the classes
+    themselves; ``typing.get_type_hints`` reads both kinds."""
+    load_strategy_file(_strategy_file(tmp_path, "typed-method"))
+    with pytest.raises(
+        ValueError, match="parameter steps of strategy 'typed-method' must be of type int, got 'many'"
+    ):
+        build_preset("typed-method", steps="many")
+    with pytest.raises(ValueError, match="must be of type int, got True"):
+        build_preset("typed-method", steps=True)
+    with pytest.raises(
+        ValueError, match=r"parameter label of strategy 'typed-method' must be of type str \| None, got 3"
+    ):
+        build_preset("typed-method", label=3)
+    build_preset("typed-method", steps=2, scale=2, label=None)  # an int stands for a float
 
 
 def test_bad_strategy_files_are_clear_errors(tmp_path):

@@ -21,6 +21,8 @@ import importlib.util
 import inspect
 import re
 import sys
+import types
+import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -223,11 +225,18 @@ def build_preset(name: str, **params: Any) -> Preset:
     """The preset of strategy ``name`` with ``params`` (unknown parameters are an error)."""
     factory = get_factory(name)
     defaults = strategy_defaults(name)
-    annotations = {p.name: p.annotation for p in inspect.signature(factory).parameters.values()}
+    try:
+        hints = typing.get_type_hints(factory)
+    except NameError as err:
+        raise ValueError(
+            f"the parameter annotations of strategy {name!r} ({ORIGINS[name]}) name something that is "
+            f"not defined ({err}); import it at the top of the module, not only under TYPE_CHECKING"
+        ) from err
     for key, value in params.items():
         if key not in defaults:
             raise unknown_name_error(f"parameter of strategy {name!r}:", key, defaults)
-        _check_type(name, key, value, annotations[key])
+        if key in hints:
+            _check_type(name, key, value, hints[key])
     return factory(**params)
 
 
@@ -237,18 +246,19 @@ def sharded_strategies() -> list[str]:
     return [n for n in strategy_names() if not any(p.full_parameters for p in build_preset(n).plugins)]
 
 
-_SIMPLE_TYPES = {"bool": (bool,), "int": (int,), "float": (int, float), "str": (str,), "None": (type(None),)}
+# What a value of each simple type may be: an int may stand for a float.
+_SIMPLE_TYPES = {bool: (bool,), int: (int,), float: (int, float), str: (str,), type(None): (type(None),)}
 
 
-def _check_type(strategy: str, key: str, value: Any, annotation: Any) -> None:
+def _check_type(strategy: str, key: str, value: Any, hint: Any) -> None:
     """A parameter annotated with simple types (``int``, ``float | str``, ``int | None``) must have
     one of them (an int may stand for a float, a bool only for a bool); others are left to the
     strategy."""
-    names = [part.strip() for part in str(annotation).split("|")]
-    if not all(n in _SIMPLE_TYPES for n in names):
+    union = typing.get_origin(hint) in (typing.Union, types.UnionType)
+    members = typing.get_args(hint) if union else (hint,)
+    if not all(m in _SIMPLE_TYPES for m in members):
         return
-    allowed = tuple(kind for n in names for kind in _SIMPLE_TYPES[n])
-    if not isinstance(value, allowed) or (isinstance(value, bool) and "bool" not in names):
-        raise ValueError(
-            f"parameter {key} of strategy {strategy!r} must be of type {' | '.join(names)}, got {value!r}"
-        )
+    allowed = tuple(kind for m in members for kind in _SIMPLE_TYPES[m])
+    if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in members):
+        names = " | ".join("None" if m is type(None) else m.__name__ for m in members)
+        raise ValueError(f"parameter {key} of strategy {strategy!r} must be of type {names}, got {value!r}")
