@@ -5,10 +5,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from cltune._version import __version__
 from cltune.matrix import AccuracyMatrix
 
-__version__ = "0.1.0"
-__all__ = ["AccuracyMatrix", "__version__", "run"]
+__all__ = ["AccuracyMatrix", "Plugin", "Preset", "__version__", "register", "run"]
+
+
+def __getattr__(name: str) -> Any:
+    """``cltune.register``, ``cltune.Preset`` and ``cltune.Plugin`` (what a strategy file outside the
+    package needs), imported on first use: the strategy engine loads torch and transformers."""
+    if name in ("Preset", "register"):
+        from cltune.strategies import registry
+
+        return getattr(registry, name)
+    if name == "Plugin":
+        from cltune.strategies.plugin import Plugin
+
+        return Plugin
+    raise AttributeError(f"module 'cltune' has no attribute {name!r}")
 
 
 def run(

@@ -131,7 +131,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_analysis_options(analyze, "analyses to compute", default=",".join(ANALYSES))
     for command in (report, analyze):
         command.add_argument("--quiet", action="store_true", help="no progress bars")
-    sub.add_parser("list", help="show the built-in streams, strategies and models")
+    listing = sub.add_parser("list", help="show the streams, strategies (built-in and others) and models")
+    for command in (run, analyze, listing):
+        command.add_argument(
+            "--plugins",
+            action="append",
+            default=[],
+            metavar="FILE",
+            help="a Python file that registers strategies with @cltune.register (repeatable)",
+        )
     return parser
 
 
@@ -342,7 +350,14 @@ def command_analyze(args: argparse.Namespace) -> int:
 def command_list(_: argparse.Namespace) -> int:
     from cltune.data.recipe import builtin_streams, read_recipe
     from cltune.models.loading import BUILTIN_MODELS
-    from cltune.strategies.registry import strategy_defaults, strategy_description, strategy_names
+    from cltune.strategies.registry import (
+        BUILTIN,
+        sharded_strategies,
+        strategy_defaults,
+        strategy_description,
+        strategy_names,
+        strategy_origin,
+    )
 
     print("streams:")
     for name in builtin_streams():
@@ -351,7 +366,13 @@ def command_list(_: argparse.Namespace) -> int:
     print("strategies:")
     for name in strategy_names():
         defaults = ", ".join(f"{k}={v!r}" for k, v in strategy_defaults(name).items())
-        print(f"  {name:<16} {strategy_description(name)}" + (f" [{defaults}]" if defaults else ""))
+        origin = strategy_origin(name)
+        print(
+            f"  {name:<16} {strategy_description(name)}"
+            + (f" [{defaults}]" if defaults else "")
+            + (f" (from {origin})" if origin != BUILTIN else "")
+        )
+    print(f"  (running sharded, under FSDP2 or DeepSpeed ZeRO-1/2: {', '.join(sharded_strategies())})")
     print("models:")
     for name, text in BUILTIN_MODELS.items():
         print(f"  {name:<16} {text}")
@@ -371,10 +392,21 @@ def main(argv: list[str] | None = None) -> int:
     }[args.command]
     try:
         with _quiet_libraries(getattr(args, "quiet", False)):
+            _load_strategy_files(getattr(args, "plugins", []))
             return handler(args)
     except (ValueError, OSError, FloatingPointError) as err:  # FloatingPointError: a NaN/inf loss
         print(f"cltune: error: {err}", file=sys.stderr)
         return 2
+
+
+def _load_strategy_files(paths: list[str]) -> None:
+    """``--plugins FILE``: register the strategies of each file."""
+    if not paths:
+        return
+    from cltune.strategies.registry import load_strategy_file
+
+    for path in paths:
+        load_strategy_file(path)
 
 
 @contextmanager

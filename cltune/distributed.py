@@ -132,9 +132,10 @@ def check_strategy(name: str, plugins: Sequence[Any], config: Any) -> None:
     if reasons:
         raise ValueError(
             f"strategy {name!r} cannot run under {sharded}, which shards parameters, gradients and "
-            f"optimizer state ({'; '.join(reasons)}); under {sharded} run {', '.join(sharded_strategies())}, "
-            "or run this strategy with DDP (an accelerate config with distributed_type: MULTI_GPU, "
-            "e.g. examples/accelerate/ddp.yaml, or --launcher accelerate --num-processes N)"
+            f"optimizer state ({'; '.join(reasons)}); under {sharded} run one of the strategies that "
+            "`cltune list` names as running sharded, or run this strategy with DDP (an accelerate config "
+            "with distributed_type: MULTI_GPU, e.g. examples/accelerate/ddp.yaml, or --launcher "
+            "accelerate --num-processes N)"
         )
     if config.precision == "fp16":
         raise ValueError(
@@ -147,13 +148,6 @@ def check_strategy(name: str, plugins: Sequence[Any], config: Any) -> None:
             f"grad_accum={config.grad_accum} under DeepSpeed: its engine steps inside backward and scales "
             "the loss itself; set --set grad_accum=1 (raise batch_size instead) or use DDP or FSDP"
         )
-
-
-def sharded_strategies() -> list[str]:
-    """The registered strategies (with default parameters) whose plugins all work on sharded parameters."""
-    from cltune.strategies.registry import build_preset, strategy_names
-
-    return [n for n in strategy_names() if not any(p.full_parameters for p in build_preset(n).plugins)]
 
 
 def _unsupported(kind: str) -> ValueError:

@@ -49,7 +49,7 @@ def smol():
     """
     import torch
 
-    from cltune.models.loading import cache_dir
+    from cltune.models.cache import cache_dir
     from cltune.models.smol.build import assemble
 
     torch.manual_seed(0)

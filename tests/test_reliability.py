@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from cltune.analysis.runs import load_run, read_events, read_results
 from cltune.experiment import DETERMINISTIC_ENV, RunSpec, run_experiment
-from cltune.models.loading import cache_dir
+from cltune.models.cache import cache_dir
 from cltune.strategies.plugin import Plugin
 from cltune.strategies.registry import Preset, register
 from cltune.strategies.template import NonFiniteLoss

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +16,6 @@ BUILTIN_MODELS = {
     "smol": "SmolLM2-135M-Instruct + ImageNet EfficientNet-Lite0 + a projector (~140M parameters), "
     "assembled from PyPI packages; the projector is aligned once on a caption mixture and cached",
 }
-CACHE_ENV = "CLTUNE_CACHE"
-
-
-def cache_dir() -> Path:
-    """Where built-in models are cached: ``$CLTUNE_CACHE`` or ``~/.cache/cltune``."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "cltune")
 
 
 def _looks_local(name: str) -> bool:

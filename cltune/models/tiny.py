@@ -19,7 +19,7 @@ from transformers import LlavaForConditionalGeneration, LlavaProcessor
 
 from cltune.data.encode import Encoder, collate
 from cltune.data.task import Task
-from cltune.models.loading import cache_dir
+from cltune.models.cache import cache_dir
 from cltune.models.tiny_build import build_processor, build_random_model, build_tokenizer
 from cltune.utils import atomic_dir, fault_point
 

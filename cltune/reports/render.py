@@ -1,15 +1,12 @@
-"""Render a :class:`~cltune.reports.report.Report` as Markdown, self-contained HTML, or terminal text."""
+"""Render a :class:`~cltune.reports.document.Report` as Markdown, self-contained HTML, or terminal text."""
 
 from __future__ import annotations
 
 import base64
 import html
-from typing import TYPE_CHECKING
 
+from cltune.reports.document import Report
 from cltune.reports.tables import Cell, Table
-
-if TYPE_CHECKING:
-    from cltune.reports.report import Report
 
 CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2rem auto; max-width: 1200px;

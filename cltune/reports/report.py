@@ -4,46 +4,23 @@ from __future__ import annotations
 
 import io
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from cltune import __version__
+from cltune._version import __version__
 from cltune.analysis.comparison import Comparison, compare_runs
 from cltune.analysis.runs import Run
 from cltune.reports import figures, param_figures
+from cltune.reports.document import FigureSection, Report
 from cltune.reports.render import to_html, to_markdown
-from cltune.reports.tables import Table, comparison_table, definitions, paired_table, runs_table
+from cltune.reports.tables import comparison_table, definitions, paired_table, runs_table
 from cltune.utils import atomic_write_bytes, ensure_writable_dir
 
 FORMATS = ("md", "html")
 FIGURE_DIR = "figures"
-
-
-@dataclass
-class FigureSection:
-    """One figure of the report, or the note saying why it was skipped."""
-
-    name: str
-    title: str
-    caption: str
-    png: bytes | None = None
-    note: str | None = None
-
-
-@dataclass
-class Report:
-    title: str
-    overview: list[tuple[str, str]]
-    comparison: Table
-    definitions: list[tuple[str, str]]
-    paired: Table | None
-    paired_note: str
-    figures: list[FigureSection]
-    runs: Table
 
 
 def _write(path: Path, data: bytes) -> None:

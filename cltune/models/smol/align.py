@@ -19,8 +19,8 @@ from tqdm.auto import tqdm
 from transformers import LlavaProcessor
 
 from cltune.data.encode import Encoder, collate
+from cltune.models.cache import cache_dir
 from cltune.models.feature_cache import cache_tower_features
-from cltune.models.loading import cache_dir
 from cltune.models.smol.modeling import CltuneSmolForConditionalGeneration
 from cltune.utils import atomic_dir
 
