@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -39,6 +40,29 @@ class AccuracyMatrix:
         if len(self.stages) != len(self.values):
             raise ValueError(f"{len(self.stages)} stage labels for {len(self.values)} rows")
 
+    @classmethod
+    def from_values(
+        cls, values: Sequence[Sequence[float]] | np.ndarray, n_tasks: int | None = None
+    ) -> AccuracyMatrix:
+        """A matrix from bare scores (e.g. pasted from a paper): row 0 zero-shot, row ``t`` after
+        experience ``t``; the first ``n_tasks`` columns are stream tasks (default: all of them), the
+        rest general tasks. Tasks are named ``task 1``, ``task 2``, ..., general tasks ``general 1``, ...
+        """
+        values = np.asarray(values, dtype=float)
+        if values.ndim != 2:
+            raise ValueError(f"accuracy matrix must be 2-D (stages × tasks), got shape {values.shape}")
+        n_columns = values.shape[1]
+        n_tasks = n_columns if n_tasks is None else n_tasks
+        if isinstance(n_tasks, bool) or not isinstance(n_tasks, int) or not 0 <= n_tasks <= n_columns:
+            raise ValueError(
+                f"n_tasks must be an integer from 0 to the matrix's {n_columns} columns, got {n_tasks!r}"
+            )
+        return cls(
+            values=values,
+            tasks=[f"task {i}" for i in range(1, n_tasks + 1)],
+            general=[f"general {g}" for g in range(1, n_columns - n_tasks + 1)],
+        )
+
     @property
     def columns(self) -> list[str]:
         return [*self.tasks, *self.general]
@@ -51,11 +75,6 @@ class AccuracyMatrix:
     def task_values(self) -> np.ndarray:
         """Rows × stream-task columns."""
         return self.values[:, : self.n_tasks]
-
-    @property
-    def general_values(self) -> np.ndarray:
-        """Rows × general-task columns."""
-        return self.values[:, self.n_tasks :]
 
     @property
     def is_sequential(self) -> bool:

@@ -60,6 +60,30 @@ def test_linear_cka_rejects_bad_input():
         linear_cka(torch.ones(4, 3), torch.randn(4, 3))
 
 
+# Constants whose float64 column mean is not the constant itself; (5, 8) takes the Gram branch.
+@pytest.mark.parametrize("value, n, p", [(0.1, 3, 2), (0.7, 7, 3), (123.456, 5, 8), (1e6 + 0.1, 7, 3)])
+def test_linear_cka_rejects_a_constant_whose_mean_rounds(value, n, p):
+    constant = torch.full((n, p), value, dtype=torch.float64)
+    assert (constant - constant.mean(0)).abs().max() > 0
+    other = torch.tensor(np.random.default_rng(n).normal(size=(n, p)))
+    for x, y in ((constant, other), (other, constant)):
+        with pytest.raises(ValueError, match="constant representation"):
+            linear_cka(x, y)
+
+
+def test_linear_cka_ignores_a_constant_column_and_keeps_tiny_real_variation():
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(9, 2)), rng.normal(size=(9, 3))
+    with_constant = np.concatenate([x, np.full((9, 1), 0.1)], axis=1)
+    assert linear_cka(torch.tensor(with_constant), torch.tensor(y)) == pytest.approx(
+        hsic_cka(x, y), abs=1e-12
+    )
+    # float32 features that differ only in their last bits around a large mean are not constant
+    tiny = torch.tensor(1000.0 + 1e-3 * rng.normal(size=(9, 2)), dtype=torch.float32)
+    exact = tiny.double().numpy() - tiny.double().numpy().mean(0)  # centred first: no cancellation
+    assert linear_cka(tiny, torch.tensor(y)) == pytest.approx(hsic_cka(exact, y), abs=1e-9)
+
+
 LAYER = "model.language_model.layers.0"
 
 

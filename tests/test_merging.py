@@ -467,6 +467,44 @@ def test_factor_merge_equals_peft_add_weighted_adapter(equal_rank_pair, method, 
         assert_same(peft_delta(model, module, "ours"), peft_delta(model, module, "peft"))
 
 
+def _ours_beside_peft(model, merged) -> None:
+    model.add_adapter("ours", merged.config)
+    set_peft_model_state_dict(model, merged.state_dict, adapter_name="ours")
+
+
+def test_factor_merge_of_rslora_sources_has_peft_factors_but_not_its_sqrt_r_scaling() -> None:
+    rank = 4
+    one = LoraConfig(r=rank, lora_alpha=8, use_rslora=True, target_modules=["lin0"], init_lora_weights=False)
+    two = LoraConfig(r=rank, lora_alpha=2, target_modules=["lin0"], init_lora_weights=False)
+    model, states, configs = two_adapters(one, two, seed=2)
+    merged = merge_lora_factors(states, configs, "task_arithmetic", [0.5, 2.0])
+    model.add_weighted_adapter(["one", "two"], [0.5, 2.0], "peft", "linear")
+    _ours_beside_peft(model, merged)
+    layer = model.base_model.model.lin0
+    assert_same(layer.lora_A["ours"].weight, layer.lora_A["peft"].weight)
+    assert_same(layer.lora_B["ours"].weight, layer.lora_B["peft"].weight)
+    # PEFT's merged config is the first adapter's (rsLoRA) with α = r: scaling r / √r = √r, not 1.
+    assert model.peft_config["peft"].use_rslora and layer.scaling["peft"] == pytest.approx(rank**0.5)
+    assert layer.scaling["ours"] == 1.0
+    assert_same(peft_delta(model, "lin0", "peft"), rank**0.5 * peft_delta(model, "lin0", "ours"))
+
+
+def test_factor_merge_of_one_adapter_applies_the_method_where_peft_falls_back_to_linear() -> None:
+    config = LoraConfig(r=3, lora_alpha=6, target_modules=["lin0"], init_lora_weights=False)
+    model, states, configs = two_adapters(config, config, seed=3)
+    model.add_weighted_adapter(["one"], [1.5], "peft_ties", "ties", density=0.5)
+    model.add_weighted_adapter(["one"], [1.5], "peft_linear", "linear")
+    layer = model.base_model.model.lin0
+    for side in ("lora_A", "lora_B"):  # PEFT's TIES of one adapter is its linear merge
+        assert_same(getattr(layer, side)["peft_ties"].weight, getattr(layer, side)["peft_linear"].weight)
+    _ours_beside_peft(model, merge_lora_factors(states[:1], configs[:1], "task_arithmetic", [1.5]))
+    assert_same(peft_delta(model, "lin0", "ours"), peft_delta(model, "lin0", "peft_linear"))
+    trimmed = merge_lora_factors(states[:1], configs[:1], "ties", [1.5], density=0.5)
+    a = trimmed.state_dict["base_model.model.lin0.lora_A.weight"]
+    assert (a == 0).float().mean() == pytest.approx(0.5, abs=0.1)  # TIES still keeps half the entries
+    assert not (layer.lora_A["peft_ties"].weight == 0).any()
+
+
 def test_factor_merge_refuses_mixed_ranks_and_nothing_to_merge(peft_pair) -> None:
     _, states, configs = peft_pair  # ranks 2 and 3
     with pytest.raises(ValueError, match=r"one rank, got ranks \[2, 3\].*merge_lora_adapters"):

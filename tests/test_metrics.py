@@ -229,6 +229,10 @@ def test_unevaluated_diagonal_cell():
     got = cl_metrics(m)
     assert got["mft"] == pytest.approx((90 + 95) / 2)
     assert got["forgetting_avalanche"] == pytest.approx(90 - 70)
+    # Task 1 stays in Chaudhry's average (its peak after learning is R[2, 1]) but drops out of
+    # Avalanche's, so here Chaudhry's forgetting is the smaller of the two.
+    assert got["forgetting_chaudhry"] == pytest.approx(((60 - 50) + (90 - 70)) / 2)
+    assert got["forgetting_chaudhry"] < got["forgetting_avalanche"]
     assert_no_nan(got)
 
 
@@ -284,3 +288,50 @@ def test_general_retention_averages_per_task_ratios():
 def test_harmonic_is_zero_when_both_sides_are_zero():
     m = make([[0, 0], [0, 0]], n_general=1)
     assert cl_metrics(m)["harmonic"] == 0.0
+
+
+PASTED = [  # stages × (3 stream tasks, 1 general task), as a paper would print it
+    [10, 20, 30, 50],
+    [80, 25, 35, 45],
+    [60, 90, 40, 40],
+    [50, 70, 95, 30],
+]
+
+
+@pytest.mark.parametrize("as_given", [lambda v: v, np.array, tuple], ids=["list", "numpy", "tuple"])
+def test_a_plain_matrix_gets_the_definitions_metrics(as_given):
+    got = cl_metrics(as_given(PASTED), n_tasks=3)
+    R = np.array(PASTED, dtype=float)  # R[t, i - 1] in DESIGN.md's 1-based task numbering
+    T = 3
+    expected = {
+        "mft": np.mean([R[i, i - 1] for i in range(1, T + 1)]),
+        "mfn": np.mean(R[T, :T]),
+        "maa": np.mean([np.mean(R[t, :t]) for t in range(1, T + 1)]),
+        "bwt": np.mean([R[T, i - 1] - R[i, i - 1] for i in range(1, T)]),
+        "fwt": np.mean([R[i - 1, i - 1] - R[0, i - 1] for i in range(2, T + 1)]),
+        "forgetting_chaudhry": np.mean([max(R[i:T, i - 1]) - R[T, i - 1] for i in range(1, T)]),
+        "forgetting_avalanche": np.mean([R[i, i - 1] - R[T, i - 1] for i in range(1, T)]),
+        "specialization_gain": np.mean([R[i, i - 1] - R[0, i - 1] for i in range(1, T + 1)]),
+        "general_change": R[T, 3] - R[0, 3],
+        "general_retention": 100 * R[T, 3] / R[0, 3],
+    }
+    for name, value in expected.items():
+        assert got[name] == pytest.approx(value), name
+    assert got == cl_metrics(AccuracyMatrix.from_values(PASTED, n_tasks=3), n_tasks=3)
+
+
+def test_a_plain_matrix_without_n_tasks_has_no_general_tasks():
+    got = cl_metrics(PASTED)
+    assert got["general_change"] is None and got["mfn"] == pytest.approx(np.mean(PASTED[3]))
+    assert got["fwt"] is None  # 4 columns of stream tasks but only 3 experiences: not sequential
+
+
+def test_bad_plain_matrices_are_refused_clearly():
+    with pytest.raises(TypeError, match=r"AccuracyMatrix, a list of rows or a 2-D numpy array, got dict"):
+        cl_metrics({"values": PASTED})
+    with pytest.raises(ValueError, match=r"integer from 0 to the matrix.s 4 columns, got 5"):
+        cl_metrics(PASTED, n_tasks=5)
+    with pytest.raises(ValueError, match=r"2-D \(stages × tasks\), got shape \(3,\)"):
+        cl_metrics([1, 2, 3], n_tasks=1)
+    with pytest.raises(ValueError, match="n_tasks=2 contradicts the AccuracyMatrix's 3 tasks"):
+        cl_metrics(HAND, n_tasks=2)

@@ -1,4 +1,5 @@
-"""cltune's model mechanisms on three real image-text-to-text families: LLaVA, Qwen2-VL, Idefics3.
+"""cltune's model mechanisms on real image-text-to-text families: LLaVA, Qwen2-VL, Qwen2.5-VL,
+Idefics3, SmolVLM, LLaVA-OneVision, InternVL, Gemma3, PaliGemma and Llama4.
 
 Each family is a tiny random-weight model with a working processor built offline
 (``tiny_families.py``), saved with ``save_pretrained`` and reloaded through
@@ -62,6 +63,12 @@ def saved(tmp_path_factory) -> dict:
 
 
 family_names = pytest.mark.parametrize("name", list(FAMILIES))
+# Llama4's image processor returns bfloat16 pixel values, which the vision memo's row key cannot hash
+# yet (numpy has no bfloat16; issue 17 moves it to raw bytes). Strict, so the fix shows up here.
+MEMO_BF16 = pytest.mark.xfail(raises=TypeError, strict=True, reason="vision memo cannot hash bfloat16 pixels")
+forward_families = pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=MEMO_BF16) if n == "llama4" else n for n in FAMILIES]
+)
 
 
 def _encode(processor, rows, train: bool) -> tuple[Encoder, list[dict]]:
@@ -105,7 +112,8 @@ def test_scopes_are_per_family_and_never_hit_the_vision_tower(name, saved):
     assert scope_parameters(model, "all").keys() == every.keys()
     assert not any(_under(n, family.vision_prefix) for n in lm)
     assert all(_under(n, family.vision_prefix) for n in vision)
-    assert all(_under(n, family.projector_prefix) for n in projector)
+    assert all(_under(n, family.projector_prefix) or n in family.projector_extra for n in projector)
+    assert set(family.projector_extra) <= projector.keys()
     # Qwen2-VL's merger sits inside ``model.visual`` but belongs to the projector only.
     assert not any(_under(n, family.projector_prefix) for n in vision)
 
@@ -115,9 +123,12 @@ def test_scopes_are_per_family_and_never_hit_the_vision_tower(name, saved):
     lm_body = scope_prefixes(model, "language_model")[0]
     targets = lora_target_modules(model, "language_model")
     assert not set(targets) & not_lm
-    # Exactly the decoder's linears (the LM head is excluded).
-    assert set(targets) == {n for n in linears if _under(n, lm_body)}
-    assert "lm_head" not in targets
+    # Exactly the decoder's linears: the LM head is excluded (Llama4's sits inside language_model).
+    # Llama4's MoE routers are nn.Linear subclasses that return a tuple: never LoRA targets.
+    heads = {n for n in linears if n.rsplit(".", 1)[-1] == "lm_head"}
+    routers = {n for n in linears if n.endswith(".feed_forward.router")}
+    assert len(heads) == 1 and bool(routers) == (name == "llama4")
+    assert set(targets) == {n for n in linears if _under(n, lm_body)} - heads - routers
 
     # A bare suffix list (what PEFT would get without cltune's scoping) matches vision-side
     # linears in the families whose encoder names them like the LM; the resolved list never does.
@@ -136,11 +147,15 @@ def test_scopes_are_per_family_and_never_hit_the_vision_tower(name, saved):
     assert vision_targets
     assert all(_under(n, family.vision_prefix) for n in vision_targets)
     assert not any(_under(n, family.projector_prefix) for n in vision_targets)
-    projector_targets = lora_target_modules(model, "projector")
-    assert projector_targets and all(_under(n, family.projector_prefix) for n in projector_targets)
+    if family.projector_linears:
+        projector_targets = lora_target_modules(model, "projector")
+        assert projector_targets and all(_under(n, family.projector_prefix) for n in projector_targets)
+    else:
+        with pytest.raises(ValueError, match="no linear layers in scope 'projector'"):
+            lora_target_modules(model, "projector")
 
 
-@family_names
+@forward_families
 def test_lora_training_step_changes_only_language_model_adapters(name, saved, rows):
     family = FAMILIES[name]
     model, processor = load_model(saved[name][0])
@@ -166,6 +181,8 @@ def test_lora_training_step_changes_only_language_model_adapters(name, saved, ro
         supervised = batch["labels"][i][batch["labels"][i] != IGNORE_INDEX]
         assert row["answer"] in encoder.tokenizer.decode(supervised)
         assert (batch["labels"][i][batch["attention_mask"][i] == 0] == IGNORE_INDEX).all()
+    if name == "paligemma":  # prefix-LM: the answer (the processor's suffix) alone is attended causally
+        assert torch.equal(batch["token_type_ids"] == 1, batch["labels"] != IGNORE_INDEX)
 
     before = {n: p.detach().clone() for n, p in peft_model.named_parameters()}
     optimizer = torch.optim.AdamW(
@@ -185,7 +202,7 @@ def test_lora_training_step_changes_only_language_model_adapters(name, saved, ro
         assert peft_model(**batch).loss < loss
 
 
-@family_names
+@forward_families
 def test_left_padded_generation_matches_rows_alone(name, saved, rows):
     model, processor = load_model(saved[name][0])
     encoder, features = _encode(processor, rows, train=False)
@@ -229,10 +246,10 @@ def test_load_model_on_missing_folder_names_the_path(tmp_path):
     assert str(missing) in str(err.value)
 
 
-@family_names
+@forward_families
 def test_vision_memo_serves_image_rows_and_never_patch_streams(name, saved, rows):
-    """LLaVA's and Idefics3's towers take one image (or tile) per row: the memo serves them, with
-    the same logits. Qwen2-VL's takes a flat stream of patches: the memo must never store it."""
+    """Most towers take one image (or tile) per row: the memo serves them, with the same logits.
+    Qwen2-VL's and Qwen2.5-VL's take a flat stream of patches: the memo must never store it."""
     model, processor = load_model(saved[name][0])
     cache = cache_tower_features(model)
     encoder, features = _encode(processor, rows, train=True)
@@ -243,7 +260,7 @@ def test_vision_memo_serves_image_rows_and_never_patch_streams(name, saved, rows
         cache.enabled = True
         first, second = model(**batch).logits, model(**batch).logits
     assert torch.equal(first, expected) and torch.equal(second, expected)
-    if name == "qwen2_vl":
+    if not FAMILIES[name].memo_serves_rows:
         assert len(cache) == 0 and cache.hits == 0
     else:
         assert len(cache) >= len(rows) and cache.hits == cache.misses == len(cache)

@@ -106,6 +106,41 @@ def test_replay_mixes_buffer_rows_into_later_batches(tiny, default_stream):
     assert recorder.batch_sizes[2:] == [11, 11]
 
 
+class ReplayedRows(Plugin):
+    """Records the rows of every minibatch (after replay has added its picks)."""
+
+    def __init__(self):
+        self.rows: list[list[tuple[str, int]]] = []
+
+    def before_forward(self, strategy) -> None:
+        self.rows.append([(task.name, i) for task, i in strategy.mb_examples])
+
+
+def _replay_draws(tiny, default_stream, seed: int) -> tuple[dict, list]:
+    """The buffer after two experiences and the rows replayed in the second, for a run's seed."""
+    recorder = ReplayedRows()
+    config = TrainConfig(batch_size=8, max_steps=2, lr=1e-3, seed=seed)
+    template = _template(tiny, config, [recorder], strategy="replay", buffer_size=10, replay_batch_size=3)
+    template.train(Experience(1, [_small_task(default_stream)]))
+    template.train(Experience(2, [default_stream.tasks[1]]))
+    return template.plugins[0].buffer, [rows[8:] for rows in recorder.rows[2:]]
+
+
+def test_replay_draws_its_buffer_from_the_runs_seed(tiny, default_stream):
+    model, processor = tiny
+    state = {n: p.detach().clone() for n, p in model.state_dict().items()}
+
+    def draws(seed):
+        model.load_state_dict(state)  # every run starts from the same weights
+        return _replay_draws((model, processor), default_stream, seed)
+
+    first, again, other = draws(0), draws(0), draws(1)
+    assert first == again
+    buffer, replayed = first
+    assert sum(map(len, buffer.values())) == 10 and all(len(rows) == 3 for rows in replayed)
+    assert other[0] != buffer and other[1] != replayed
+
+
 def test_non_finite_loss_stops_with_a_clear_message(tiny, default_stream):
     template = _template(tiny, TrainConfig(batch_size=8, max_steps=2, lr=1e-3))
     with torch.no_grad():

@@ -109,6 +109,21 @@ def drift_by(frame: pd.DataFrame, by: str | Sequence[str] = "layer") -> pd.DataF
     return _finish(grouped)
 
 
+def _centred(x: Tensor) -> Tensor:
+    """``x`` in float64 with its column means removed; a column whose deviations are within
+    rounding of its mean (``n · ε₆₄ · max|x_j|``) is constant and becomes exactly 0.
+
+    Raises if every column is constant (CKA is then 0 / 0).
+    """
+    x = x.double()
+    centred = x - x.mean(0, keepdim=True)
+    rounding = x.shape[0] * torch.finfo(torch.float64).eps * x.abs().amax(0)
+    constant = centred.abs().amax(0) <= rounding
+    if bool(constant.all()):
+        raise ValueError("CKA is undefined for a constant representation (zero variance)")
+    return centred.masked_fill(constant, 0.0)
+
+
 def linear_cka(x: Tensor, y: Tensor) -> float:
     """Linear centred kernel alignment of two representations of the same ``n`` samples.
 
@@ -116,7 +131,9 @@ def linear_cka(x: Tensor, y: Tensor) -> float:
     (n × q) centred: Kornblith et al., "Similarity of Neural Network Representations Revisited",
     ICML 2019, eq. (4). 1 means the same representation up to rotation and isotropic scaling.
     Computed in float64 through the n × n Gram matrices when ``n`` is the smaller dimension.
-    Raises if fewer than two samples are given or a representation is constant.
+    Raises if fewer than two samples are given or a representation is constant: every column
+    within rounding (``n · ε₆₄ · max|x_j|``) of its mean, so a float64 constant whose mean rounds
+    is caught too.
     """
     if x.dim() != 2 or y.dim() != 2 or x.shape[0] != y.shape[0]:
         raise ValueError(
@@ -124,16 +141,13 @@ def linear_cka(x: Tensor, y: Tensor) -> float:
         )
     if x.shape[0] < 2:
         raise ValueError("CKA needs at least two samples")
-    x = x.double() - x.double().mean(0, keepdim=True)
-    y = y.double() - y.double().mean(0, keepdim=True)
+    x, y = _centred(x), _centred(y)
     if x.shape[0] < max(x.shape[1], y.shape[1]):
         gram_x, gram_y = x @ x.T, y @ y.T
         cross, norm_x, norm_y = (gram_x * gram_y).sum(), gram_x.norm(), gram_y.norm()
     else:
         cross, norm_x, norm_y = (y.T @ x).pow(2).sum(), (x.T @ x).norm(), (y.T @ y).norm()
-    if norm_x == 0 or norm_y == 0:
-        raise ValueError("CKA is undefined for a constant representation (zero variance)")
-    return min(1.0, float(cross / (norm_x * norm_y)))  # ≤ 1 by Cauchy–Schwarz; clip rounding
+    return min(1.0, max(0.0, float(cross / (norm_x * norm_y))))  # in [0, 1]: clip rounding
 
 
 @torch.no_grad()

@@ -59,12 +59,6 @@ def natural_key(text: str) -> tuple:
     return tuple(int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text))
 
 
-def layer_index(layer: str) -> tuple[str, int] | None:
-    """``("language_model.layers", 3)`` for ``language_model.layers.3``; None outside layers."""
-    tower, dot, index = layer.rpartition(".")
-    return (tower, int(index)) if dot and index.isdigit() else None
-
-
 def pivot(frame: pd.DataFrame, value: str) -> pd.DataFrame:
     """A layer × module-type table of column ``value`` of a frame with ``layer``/``module_type``.
 

@@ -19,7 +19,7 @@ Conventions shared by every metric:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -124,7 +124,10 @@ def forgetting_chaudhry(matrix: AccuracyMatrix) -> float | None:
 
     Chaudhry et al., "Riemannian Walk for Incremental Learning", ECCV 2018, with the maximum
     taken over the stages from the task's own experience on (see
-    :func:`cltune.analysis.forgetting.chaudhry_forgetting`). Always ``>= forgetting_avalanche``.
+    :func:`cltune.analysis.forgetting.chaudhry_forgetting`). ``>= forgetting_avalanche`` whenever
+    every ``R[i, i]`` with ``i < T`` is scored (each term's maximum then includes ``R[i, i]``); a
+    NaN ``R[i, i]`` drops task ``i`` from Avalanche's average but not from this one, so either
+    may be the larger.
     """
     if not matrix.is_sequential or matrix.n_tasks < 2:
         return None
@@ -246,6 +249,26 @@ METRIC_DEFINITIONS: dict[str, str] = {
 }
 
 
-def cl_metrics(matrix: AccuracyMatrix) -> dict[str, float | None]:
-    """Every metric of :data:`METRICS` for one matrix; undefined metrics are ``None``."""
+def cl_metrics(
+    matrix: AccuracyMatrix | Sequence[Sequence[float]] | np.ndarray, n_tasks: int | None = None
+) -> dict[str, float | None]:
+    """Every metric of :data:`METRICS` for one matrix; undefined metrics are ``None``.
+
+    ``matrix`` is an :class:`AccuracyMatrix`, or bare scores as a list of rows or a 2-D numpy array
+    (row 0 zero-shot, row ``t`` after experience ``t``) whose first ``n_tasks`` columns are the
+    stream tasks and the rest general tasks (default: every column is a stream task), e.g.
+    ``cl_metrics([[10, 20, 50], [80, 25, 45], [60, 90, 40]], n_tasks=2)``.
+    """
+    if isinstance(matrix, AccuracyMatrix):
+        if n_tasks is not None and n_tasks != matrix.n_tasks:
+            raise ValueError(
+                f"n_tasks={n_tasks} contradicts the AccuracyMatrix's {matrix.n_tasks} tasks; leave it out"
+            )
+    elif isinstance(matrix, np.ndarray | list | tuple):
+        matrix = AccuracyMatrix.from_values(matrix, n_tasks)
+    else:
+        raise TypeError(
+            f"cl_metrics takes an AccuracyMatrix, a list of rows or a 2-D numpy array, got "
+            f"{type(matrix).__name__}; for a saved run use load_run(path).matrix"
+        )
     return {name: metric(matrix) for name, metric in METRICS.items()}

@@ -7,6 +7,7 @@ Encoded rows are memoised per (task, split, row), so the processor runs once per
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import datasets
@@ -45,6 +46,8 @@ class Encoder:
             )
         self.processor = processor
         self.tokenizer = getattr(processor, "tokenizer", processor)
+        # PaliGemma's processor encodes the answer as a ``suffix`` (prefix-LM attention), not by its template.
+        self.prefix_lm = "suffix" in inspect.signature(type(processor).__call__).parameters
         self._cache: dict[tuple, dict[str, torch.Tensor]] = {}
 
     @property
@@ -52,8 +55,9 @@ class Encoder:
         pad = self.tokenizer.pad_token_id
         return self.tokenizer.eos_token_id if pad is None else pad
 
-    def _tokenize(self, text: str, image: Any) -> dict[str, torch.Tensor]:
-        kwargs = {"images": [image]} if image is not None else {}
+    def _tokenize(self, text: str, image: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        if image is not None:
+            kwargs["images"] = [image]
         enc = self.processor(text=[text], return_tensors="pt", **kwargs)
         return {k: v for k, v in enc.items() if isinstance(v, torch.Tensor)}
 
@@ -64,8 +68,11 @@ class Encoder:
         messages = [user_message(row["question"], image is not None, row.get("choices"))]
         prompt = self.processor.apply_chat_template(messages, add_generation_prompt=True)
         prompt_enc = self._tokenize(prompt, image)
+        prompt_enc.pop("labels", None)  # PaliGemma's processor labels every text; cltune labels the answer
         if not train:
             return prompt_enc
+        if self.prefix_lm:
+            return self._encode_suffix(prompt, row["answer"], image, prompt_enc)
         answer = {"role": "assistant", "content": [{"type": "text", "text": row["answer"]}]}
         full = self.processor.apply_chat_template([*messages, answer])
         if not full.startswith(prompt):
@@ -77,6 +84,17 @@ class Encoder:
         labels = enc["input_ids"].clone()
         labels[:, :n_prompt] = IGNORE_INDEX
         enc["labels"] = labels
+        return enc
+
+    def _encode_suffix(
+        self, prompt: str, answer: str, image: Any, prompt_enc: dict
+    ) -> dict[str, torch.Tensor]:
+        """A prefix-LM processor (PaliGemma) takes the answer as ``suffix``: it marks the answer with
+        ``token_type_ids`` 1 (attended causally, the prompt bidirectionally) and labels it."""
+        enc = self._tokenize(prompt, image, suffix=[answer])
+        n_prompt = prompt_enc["input_ids"].shape[1]
+        if not torch.equal(enc["input_ids"][0, :n_prompt], prompt_enc["input_ids"][0]):
+            raise ValueError("the tokenized prompt is not a prefix of the tokenized prompt and answer")
         return enc
 
     def encode(self, data: datasets.Dataset, index: int, key: str, train: bool) -> dict:

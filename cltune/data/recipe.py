@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import inspect
 import sys
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +37,21 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-STREAMS_DIR = Path(__file__).resolve().parents[2] / "streams"
+# The repository's top-level streams/ folder, linked into the package as cltune/streams (a symlink)
+# so that the wheel carries the recipes (package-data in pyproject.toml) and one path reads them.
+STREAMS_DIR: Traversable = files("cltune") / "streams"
 TOP_KEYS = {"name", "seed", "description", "defaults", "tasks", "general", "train", "strategy"}
 TASK_KEYS = {"name", "source", "train_size", "test_size", "metric"}
 SIZE_KEYS = ("train_size", "test_size")
 
 
-def builtin_streams() -> dict[str, Path]:
-    return {p.stem: p for p in sorted(STREAMS_DIR.glob("*.toml"))}
+def builtin_streams() -> dict[str, Traversable]:
+    """The recipes that ship with cltune, by stream name (the file name without ``.toml``)."""
+    recipes = (p for p in STREAMS_DIR.iterdir() if p.name.endswith(".toml"))
+    return {p.name.removesuffix(".toml"): p for p in sorted(recipes, key=lambda p: p.name)}
 
 
-def resolve_recipe_path(recipe: str | Path | None) -> Path:
+def resolve_recipe_path(recipe: str | Path | None) -> Path | Traversable:
     """A recipe file path, or the path of a built-in stream name (``default`` if None)."""
     if recipe is None:
         recipe = "default"
@@ -77,7 +83,7 @@ def read_recipe(recipe: str | Path | None) -> dict[str, Any]:
     defaults = data.get("defaults", {})
     _check_keys(defaults, set(SIZE_KEYS) | {"metric"}, f"{path} [defaults]")
     resolved = {
-        "name": data.get("name", path.stem),
+        "name": data.get("name", path.name.removesuffix(".toml")),
         "seed": _int(data.get("seed", 0), f"{path}: seed", minimum=0),
         "description": data.get("description", ""),
         "tasks": [],

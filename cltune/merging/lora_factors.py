@@ -6,10 +6,15 @@ Per module, each adapter's weight ``w_t`` and scaling ``s_t`` are split over its
 rank with scaling 1.
 This is the element-wise LoRA composition of LoraHub (Huang et al., "LoraHub: Efficient
 Cross-Task Generalization via Dynamic LoRA Composition", COLM 2024), ``Â = Σ w_t A_t``,
-``B̂ = Σ w_t B_t``, and PEFT's ``add_weighted_adapter`` with ``combination_type`` ``linear``,
-``ties``, ``dare_*`` or ``magnitude_prune``. It needs adapters of equal rank and targets, and its
-``B̂ Â`` is *not* the merge of the ``ΔW_t`` (cross terms ``B_i A_j`` appear): for the exact merge
-use :func:`cltune.merging.merge_lora_adapters`.
+``B̂ = Σ w_t B_t``, and the rule of PEFT's ``add_weighted_adapter`` with ``combination_type``
+``linear``, ``ties``, ``magnitude_prune`` (same factors, same ``ΔW``) or ``dare_*`` (same rule,
+cltune's own seeded draw). It differs from PEFT in two cases: PEFT copies the first adapter's
+config, so when that adapter uses rsLoRA PEFT's merged adapter keeps ``use_rslora`` with
+``α = r``, i.e. scaling ``√r`` and a ``ΔW`` ``√r`` times this one's (the factors are the same);
+and for a single adapter PEFT always uses ``linear``, where this applies the method (e.g. TIES
+still trims). It needs adapters of equal rank and targets, and its ``B̂ Â`` is *not* the merge
+of the ``ΔW_t`` (cross terms ``B_i A_j`` appear): for the exact merge use
+:func:`cltune.merging.merge_lora_adapters`.
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ from cltune.utils import unknown_name_error
 
 SCOPES = ("language_model", "vision_tower", "projector", "all")
 
-# Attribute paths per part, tried in order (LLaVA / LLaVA-OneVision, Qwen2-VL, Idefics3 / SmolVLM,
-# PaliGemma, and cltune's smol). The first path that exists on the model is the part.
+# Attribute paths per part, tried in order (LLaVA / LLaVA-OneVision / InternVL / Gemma3 / PaliGemma,
+# Qwen2-VL / Qwen2.5-VL, Idefics3 / SmolVLM, Llama4, and cltune's smol). The first path that exists
+# on the model is the part.
 PART_PATHS = {
     "language_model": ("model.language_model", "model.text_model", "language_model", "text_model"),
     "vision_tower": (
@@ -33,7 +34,12 @@ PART_PATHS = {
         "connector",
     ),
 }
-LM_HEAD_PATHS = ("lm_head", "model.lm_head")
+# Parameters outside the part's module that belong to it: LLaVA-NeXT / OneVision's learned row separator.
+PART_PARAMETERS = {"projector": ("model.image_newline", "image_newline")}
+LM_HEAD_PATHS = ("lm_head", "model.lm_head", "language_model.lm_head")  # the last: Llama4
+# nn.Linear subclasses that are not plain linears: Llama4's MoE router returns (scores, logits), which
+# PEFT's LoRA layer cannot wrap.
+NOT_LORA_LINEARS = ("Llama4Router",)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -55,7 +61,8 @@ def part_module(model: nn.Module, part: str) -> nn.Module | None:
 
 
 def scope_prefixes(model: nn.Module, scope: str) -> list[str]:
-    """Module-name prefixes (on the unwrapped model) that make up ``scope``."""
+    """Module-name prefixes (on the unwrapped model) that make up ``scope``, plus the names of its
+    :data:`PART_PARAMETERS`."""
     if scope not in SCOPES:
         raise unknown_name_error("scope", scope, SCOPES)
     base = unwrap(model)
@@ -67,7 +74,8 @@ def scope_prefixes(model: nn.Module, scope: str) -> list[str]:
             f"cannot find the {scope} of {type(base).__name__}: none of {PART_PATHS[scope]} exists. "
             "Add the family's attribute path to cltune.models.scopes.PART_PATHS"
         )
-    prefixes = [found]
+    parameters = dict(base.named_parameters())
+    prefixes = [found, *(name for name in PART_PARAMETERS.get(scope, ()) if name in parameters)]
     if scope == "language_model":
         head = _find(base, LM_HEAD_PATHS)
         prefixes += [head] if head else []
@@ -97,7 +105,8 @@ def scope_parameters(model: nn.Module, scope: str) -> dict[str, nn.Parameter]:
 
 
 def lora_target_modules(model: nn.Module, scope: str, suffixes: list[str] | None = None) -> list[str]:
-    """Full names of the ``nn.Linear`` layers in ``scope`` (LM head and embeddings excluded).
+    """Full names of the ``nn.Linear`` layers in ``scope`` (LM head, embeddings and
+    :data:`NOT_LORA_LINEARS` excluded).
 
     ``suffixes`` (e.g. ``["q_proj", "v_proj"]``) narrows them, within the scope only.
     """
@@ -107,6 +116,7 @@ def lora_target_modules(model: nn.Module, scope: str, suffixes: list[str] | None
         name
         for name, module in unwrap(model).named_modules()
         if isinstance(module, nn.Linear)
+        and type(module).__name__ not in NOT_LORA_LINEARS
         and _in(name, prefixes)
         and not _in(name, excluded)
         and name != head

@@ -7,6 +7,8 @@ from collections.abc import Iterable
 import torch
 from torch import Tensor, nn
 
+from cltune.data.encode import IGNORE_INDEX
+
 from ._common import Batch, Params, Scores, batch_gradients, finish
 
 
@@ -14,15 +16,15 @@ def answer_logits_sq_norm(model: nn.Module, batch: Batch) -> Tensor:
     """Mean over the answer tokens of ‖f_t(x)‖²₂, f_t the logits that predict answer token t.
 
     A causal LM predicts token t+1 from position t, so the logits kept are those at the
-    positions where the *next* label is not −100 (the positions the loss reads).
+    positions where the *next* label is not ``IGNORE_INDEX`` (the positions the loss reads).
     """
     if "labels" not in batch:
         raise ValueError("MAS needs `labels` in the batch to locate the answer tokens")
     labels = batch["labels"]
     logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-    answer = labels[:, 1:] != -100
+    answer = labels[:, 1:] != IGNORE_INDEX
     if not bool(answer.any()):
-        raise ValueError("the batch has no answer tokens (all labels are -100)")
+        raise ValueError(f"the batch has no answer tokens (all labels are {IGNORE_INDEX})")
     return logits[:, :-1][answer].float().pow(2).sum(-1).mean()
 
 

@@ -4,6 +4,8 @@ Rehearsal in the sense of Rebuffi et al. (iCaRL, CVPR 2017) and Chaudhry et al. 
 "On Tiny Episodic Memories in Continual Learning"): the buffer keeps ``buffer_size`` rows split
 evenly across the experiences seen so far, chosen at random (``selection="random"``) or class-
 balanced by answer (``selection="balanced"``); each batch gets ``replay_batch_size`` buffer rows.
+Both draws follow the run's seed (``TrainConfig.seed``), so each seed of a multi-seed run replays
+its own rows.
 """
 
 from __future__ import annotations
@@ -21,16 +23,15 @@ SELECTIONS = ("random", "balanced")
 class ReplayPlugin(Plugin):
     full_parameters = None  # it only adds rows to the minibatch
 
-    def __init__(self, buffer_size: int, replay_batch_size: int, selection: str, seed: int = 0):
+    def __init__(self, buffer_size: int, replay_batch_size: int, selection: str):
         self.buffer_size = buffer_size
         self.replay_batch_size = replay_batch_size
         self.selection = selection
-        self.seed = seed
         self.buffer: dict[str, list[int]] = {}  # task name -> train row indices
         self.tasks: dict[str, Any] = {}
 
     def before_training_exp(self, strategy) -> None:
-        self._rng = random.Random(self.seed * 1000 + strategy.experience.index)
+        self._rng = random.Random(strategy.config.seed * 1000 + strategy.experience.index)
         for task in strategy.experience.tasks:
             self.tasks[task.name] = task
 
@@ -45,7 +46,7 @@ class ReplayPlugin(Plugin):
         for task in strategy.experience.tasks:
             self.buffer[task.name] = list(range(len(task.train)))
         per_task = self.buffer_size // len(self.buffer)
-        rng = random.Random(self.seed)
+        rng = random.Random(strategy.config.seed)
         for name, rows in self.buffer.items():
             self.buffer[name] = self._select(self.tasks[name], rows, per_task, rng)
 
