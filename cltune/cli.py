@@ -276,8 +276,9 @@ def _plan_runs(args: argparse.Namespace) -> list[RunSpec]:
 def command_run(args: argparse.Namespace) -> int:
     from cltune import distributed
     from cltune.data.recipe import build_stream
-    from cltune.experiment import WRITABLE_FIX, run_experiment
+    from cltune.experiment import InvocationCache, run_experiment
     from cltune.launch import check_launcher, relaunch
+    from cltune.rundir import WRITABLE_FIX
     from cltune.utils import ensure_writable_dir
 
     check_launcher(args.launcher, args.num_processes)
@@ -294,12 +295,12 @@ def command_run(args: argparse.Namespace) -> int:
         stream = build_stream(specs[0].recipe)
     if main:
         print(f"stream {stream.name!r}: tasks {stream.task_names}, general {stream.general_names}")
-    zero_shot: dict = {}
+    shared = InvocationCache()
     results = []
     for spec in specs:
         if main:
             print(f"== {spec.run_name()}")
-        results.append(run_experiment(spec, args.out, stream, zero_shot, progress=not args.quiet))
+        results.append(run_experiment(spec, args.out, stream, shared, progress=not args.quiet))
     if not main:
         return 0
     run_dirs = [result.run_dir for result in results]

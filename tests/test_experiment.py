@@ -10,7 +10,8 @@ import sys
 import numpy as np
 import pytest
 
-from cltune.experiment import RunConfigMismatch, RunSpec, run_experiment
+from cltune.experiment import RunSpec, run_experiment
+from cltune.rundir import RunConfigMismatch
 from cltune.strategies.plugin import Plugin
 from cltune.strategies.registry import Preset, register
 
@@ -35,13 +36,13 @@ def _spec(recipe_path, strategy="naive", **train):
     return RunSpec.from_recipe(recipe_path, strategy, **train)
 
 
-def _cli(*args, cwd):
+def _cli(*args, cwd, **env):
     return subprocess.run(
         [sys.executable, "-m", "cltune.cli", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
-        env={**os.environ},
+        env={**os.environ, **env},
         timeout=600,
     )
 
@@ -116,6 +117,6 @@ def test_python_api_runs_a_strategy(small_recipe, tmp_path, tiny_cached):
     assert result.matrix.values.shape == (3, 3)
     assert result.run_dir == tmp_path / "small-naive-seed0"
     assert result.metrics["mft"] == pytest.approx(np.mean(np.diag(result.matrix.values[1:, :2])))
-    written = result.report()
-    assert written["md"] == result.run_dir / "report" / "report.md"
+    written = cltune.report(result)
+    assert written["md"] == tmp_path / "report" / "report.md"  # beside the run, as `cltune run` writes it
     assert f"{result.metrics['mft']:.1f}" in written["md"].read_text()

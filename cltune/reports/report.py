@@ -11,7 +11,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 from tqdm.auto import tqdm
 
-from cltune import __version__
+from cltune._version import __version__
 from cltune.analysis.comparison import Comparison, compare_runs
 from cltune.analysis.runs import Run
 from cltune.reports import figures, param_figures
