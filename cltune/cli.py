@@ -268,8 +268,10 @@ def _plan_runs(args: argparse.Namespace) -> list[RunSpec]:
         for seed in seeds
         for name in strategies
     ]
-    for spec in specs:  # strategy parameters out of range: an error before any work
+    # Strategy parameters out of range, a device this machine lacks: errors before any work.
+    for spec in specs:
         build_preset(spec.strategy, **spec.strategy_params)
+        spec.train.check_device()
     return specs
 
 

@@ -426,6 +426,7 @@ def run_experiment(
     Under ``accelerate launch`` every process runs this (see :mod:`cltune.distributed`): training
     batches and evaluation are shared out, and only the main process writes the run directory.
     """
+    spec.train.check_device()
     distributed.init(spec.train.resolved_device())
     experiment = _Experiment(spec, out, shared, progress, reuse_evaluations)
     distributed.wait_for_everyone()  # every process has read the directory before it changes

@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from cltune.experiment import RunSpec, run_experiment
 from cltune.rundir import RunConfigMismatch
@@ -84,6 +85,17 @@ def test_cli_errors_name_the_problem(tmp_path):
     assert proc.returncode == 2 and "missing.toml" in proc.stderr and "does not exist" in proc.stderr
     proc = _cli("run", "--set", "lr=0", cwd=tmp_path)
     assert proc.returncode == 2 and "lr must be positive" in proc.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_device_the_machine_lacks_fails_before_the_model_loads(tmp_path):
+    cache = tmp_path / "cache"  # empty: loading the tiny model would pre-train it here
+    proc = _cli(
+        "run", "--set", "device=cuda", "--out", str(tmp_path / "runs"), cwd=tmp_path, CLTUNE_CACHE=str(cache)
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "device='cuda': this machine has no such device; it has cpu" in proc.stderr
+    assert not cache.exists() and not (tmp_path / "runs").exists()
 
 
 def test_resume_continues_after_the_last_finished_experience(small_recipe, tmp_path, tiny_cached):
