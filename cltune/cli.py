@@ -115,7 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="write report.md and report.html of finished runs")
     report.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, or folders of them")
-    report.add_argument("--out", required=True, help="folder for report.md, report.html and figures/")
+    report.add_argument(
+        "--out",
+        default=None,
+        help="folder for report.md, report.html and figures/ (default: report/ beside the runs)",
+    )
     report.add_argument("--formats", default="md,html", help="comma-separated: md, html (default: md,html)")
     report.add_argument(
         "--mask-ratio",
@@ -322,10 +326,12 @@ def command_run(args: argparse.Namespace) -> int:
 def command_report(args: argparse.Namespace) -> int:
     from cltune.analysis import find_runs
     from cltune.reports import write_report
+    from cltune.rundir import default_report_dir
 
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     run_dirs = find_runs(args.runs)
-    written = write_report(run_dirs, args.out, formats, args.mask_ratio, progress=not args.quiet)
+    out = default_report_dir(run_dirs) if args.out is None else args.out
+    written = write_report(run_dirs, out, formats, args.mask_ratio, progress=not args.quiet)
     print(f"report of {len(run_dirs)} run(s):")
     for path in written.values():
         print(f"  {path}")

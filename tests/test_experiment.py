@@ -132,3 +132,12 @@ def test_python_api_runs_a_strategy(small_recipe, tmp_path, tiny_cached):
     written = cltune.report(result)
     assert written["md"] == tmp_path / "report" / "report.md"  # beside the run, as `cltune run` writes it
     assert f"{result.metrics['mft']:.1f}" in written["md"].read_text()
+
+
+def test_cli_report_defaults_to_a_report_folder_beside_the_runs(small_recipe, tmp_path, tiny_cached):
+    from cltune.cli import main
+
+    result = run_experiment(_spec(small_recipe, max_steps=1), tmp_path / "runs", progress=False)
+    assert main(["report", str(result.run_dir), "--quiet"]) == 0
+    report = (tmp_path / "runs" / "report" / "report.md").read_text()
+    assert "naive" in report
