@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from _common import emit, load_average, machine, reset_peak, rss_bytes, serve_large_blocks_by_mmap
 
-from cltune.experiment import RunSpec, run_experiment
+from cltune.experiment import InvocationCache, RunSpec, run_experiment
 
 # (name, question type, digit classes): the first T make the T-task stream.
 TASKS = [
@@ -69,7 +69,11 @@ def measure(path: Path, strategy: str, reuse: bool, out: Path) -> dict[str, floa
     reset_peak()
     started, cpu = time.perf_counter(), time.process_time()
     result = run_experiment(
-        RunSpec.from_recipe(path, strategy), out, zero_shot={}, progress=False, reuse_evaluations=reuse
+        RunSpec.from_recipe(path, strategy),
+        out,
+        shared=InvocationCache(),
+        progress=False,
+        reuse_evaluations=reuse,
     )
     wall, cpu = time.perf_counter() - started, time.process_time() - cpu
     stages = result.results["timings"]["stages"][1:]

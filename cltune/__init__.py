@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from cltune._version import __version__
 from cltune.matrix import AccuracyMatrix
 
-__all__ = ["AccuracyMatrix", "Plugin", "Preset", "__version__", "register", "run"]
+__all__ = ["AccuracyMatrix", "Plugin", "Preset", "__version__", "register", "report", "run"]
 
 
 def __getattr__(name: str) -> Any:
@@ -35,8 +36,8 @@ def run(
     progress: bool = True,
     **train: Any,
 ):
-    """Run one strategy through a stream; returns a result with ``.matrix``, ``.metrics``, ``.run_dir``
-    and ``.report()``.
+    """Run one strategy through a stream; returns a result with ``.matrix``, ``.metrics`` and
+    ``.run_dir`` (pass it to :func:`report`).
 
     ``recipe`` is a TOML file or built-in stream name (default: ``default``); ``params`` are the
     strategy's hyper-parameters; ``train`` are training options (``lr``, ``epochs``, ``max_steps``, ...).
@@ -45,3 +46,19 @@ def run(
 
     spec = RunSpec.from_recipe(recipe, strategy, model=model, params=params, seed=seed, **train)
     return run_experiment(spec, out, progress=progress)
+
+
+def report(
+    runs: str | Path | Any | Sequence[str | Path | Any], out: str | Path | None = None
+) -> dict[str, Path]:
+    """Write the report (``report.md``, ``report.html``, ``metrics.csv``, figures) of ``runs`` — run
+    directories, folders of them, or results of :func:`run` — into ``out`` (default: a ``report/``
+    folder beside the runs, as ``cltune run`` writes it); returns the files written."""
+    from cltune.analysis import find_runs
+    from cltune.experiment import RunResult
+    from cltune.reports import write_report
+    from cltune.rundir import default_report_dir
+
+    given = [runs] if isinstance(runs, str | Path | RunResult) else list(runs)
+    run_dirs = find_runs([r.run_dir if isinstance(r, RunResult) else r for r in given])
+    return write_report(run_dirs, default_report_dir(run_dirs) if out is None else out)

@@ -115,7 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="write report.md and report.html of finished runs")
     report.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories, or folders of them")
-    report.add_argument("--out", required=True, help="folder for report.md, report.html and figures/")
+    report.add_argument(
+        "--out",
+        default=None,
+        help="folder for report.md, report.html and figures/ (default: report/ beside the runs)",
+    )
     report.add_argument("--formats", default="md,html", help="comma-separated: md, html (default: md,html)")
     report.add_argument(
         "--mask-ratio",
@@ -276,16 +280,19 @@ def _plan_runs(args: argparse.Namespace) -> list[RunSpec]:
         for seed in seeds
         for name in strategies
     ]
-    for spec in specs:  # strategy parameters out of range: an error before any work
+    # Strategy parameters out of range, a device this machine lacks: errors before any work.
+    for spec in specs:
         build_preset(spec.strategy, **spec.strategy_params)
+        spec.train.check_device()
     return specs
 
 
 def command_run(args: argparse.Namespace) -> int:
     from cltune import distributed
     from cltune.data.recipe import build_stream
-    from cltune.experiment import WRITABLE_FIX, run_experiment
+    from cltune.experiment import InvocationCache, run_experiment
     from cltune.launch import check_launcher, relaunch
+    from cltune.rundir import WRITABLE_FIX
     from cltune.utils import ensure_writable_dir
 
     check_launcher(args.launcher, args.num_processes)
@@ -302,12 +309,12 @@ def command_run(args: argparse.Namespace) -> int:
         stream = build_stream(specs[0].recipe)
     if main:
         print(f"stream {stream.name!r}: tasks {stream.task_names}, general {stream.general_names}")
-    zero_shot: dict = {}
+    shared = InvocationCache()
     results = []
     for spec in specs:
         if main:
             print(f"== {spec.run_name()}")
-        results.append(run_experiment(spec, args.out, stream, zero_shot, progress=not args.quiet))
+        results.append(run_experiment(spec, args.out, stream, shared, progress=not args.quiet))
     if not main:
         return 0
     run_dirs = [result.run_dir for result in results]
@@ -327,10 +334,12 @@ def command_run(args: argparse.Namespace) -> int:
 def command_report(args: argparse.Namespace) -> int:
     from cltune.analysis import find_runs
     from cltune.reports import write_report
+    from cltune.rundir import default_report_dir
 
     formats = [f.strip() for f in args.formats.split(",") if f.strip()]
     run_dirs = find_runs(args.runs)
-    written = write_report(run_dirs, args.out, formats, args.mask_ratio, progress=not args.quiet)
+    out = default_report_dir(run_dirs) if args.out is None else args.out
+    written = write_report(run_dirs, out, formats, args.mask_ratio, progress=not args.quiet)
     print(f"report of {len(run_dirs)} run(s):")
     for path in written.values():
         print(f"  {path}")

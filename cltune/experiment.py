@@ -11,48 +11,42 @@ half-started run directory behind.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import platform
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
-from safetensors.torch import save as safetensors_bytes
 
 from cltune import distributed
-from cltune.analysis import cl_metrics
-from cltune.analysis.runs import read_config, read_results
+from cltune._version import __version__
+from cltune.analysis.metrics import cl_metrics
 from cltune.data.encode import Encoder
 from cltune.data.recipe import build_stream, read_recipe
 from cltune.data.task import Stream
 from cltune.evaluation.evaluator import TaskScore, evaluate
-from cltune.evaluation.reuse import EvalReuse
+from cltune.evaluation.reuse import EvalReuse, TensorDigests
 from cltune.loggers import build_loggers, check_loggers
 from cltune.matrix import ZERO_SHOT, AccuracyMatrix
 from cltune.models.loading import load_model
+from cltune.rundir import (
+    RESULTS_SCHEMA,
+    WRITABLE_FIX,
+    RunDirectory,
+    finished_stages,
+    read_config,
+    read_results,
+)
 from cltune.strategies.config import TrainConfig
 from cltune.strategies.experience import Experience
 from cltune.strategies.registry import Preset, build_preset
 from cltune.strategies.template import Template
-from cltune.utils import (
-    atomic_write_bytes,
-    atomic_write_json,
-    cpu_description,
-    derive_seed,
-    ensure_writable_dir,
-    remove_stale_temporaries,
-    seed_everything,
-)
+from cltune.utils import cpu_description, derive_seed, ensure_writable_dir, seed_everything
 
-RESULTS_SCHEMA = "cltune.results/1"
 DETERMINISTIC_ENV = "CLTUNE_DETERMINISTIC"
-WRITABLE_FIX = "choose a writable --out folder (or fix its permissions and free space)"
 
 
 @dataclass
@@ -119,33 +113,27 @@ class RunResult:
     metrics: dict[str, float | None]
     results: dict[str, Any]
 
-    def report(self, out: str | Path | None = None) -> dict[str, Path]:
-        """Write this run's report (``report.md``, ``report.html``, ``metrics.csv``, figures) into
-        ``out`` (default: ``<run dir>/report``); returns the files written."""
-        from cltune.reports import write_report
-
-        return write_report([self.run_dir], self.run_dir / "report" if out is None else out)
+    @classmethod
+    def of(cls, run_dir: Path, results: dict[str, Any]) -> RunResult:
+        return cls(run_dir, AccuracyMatrix.from_dict(results["matrix"]), results["summary"], results)
 
 
-class RunConfigMismatch(ValueError):
-    """A run directory was started with another configuration than the one asked now."""
+@dataclass
+class InvocationCache:
+    """What the runs of one invocation share (``cltune run`` of several strategies or seeds).
 
+    ``encoders``: one :class:`Encoder` per (model, stream recipe), so every row is encoded once
+    (features are read-only: collation copies them). ``zero_shot``: row 0 of the matrix per (model,
+    stream recipe, evaluation options), which depends on nothing else, so it is computed once.
+    """
 
-def _diff(old: Any, new: Any, path: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        return [
-            line
-            for key in sorted(set(old) | set(new), key=str)
-            for line in _diff(old.get(key), new.get(key), f"{path}.{key}" if path else str(key))
-        ]
-    return [] if old == new else [f"  {path}: was {old!r}, now {new!r}"]
+    encoders: dict[tuple, Encoder] = field(default_factory=dict)
+    zero_shot: dict[tuple, list[TaskScore]] = field(default_factory=dict)
 
 
 def _versions() -> dict[str, str]:
     import peft
     import transformers
-
-    from cltune import __version__
 
     return {
         "cltune": __version__,
@@ -193,111 +181,6 @@ def _runtime(device: torch.device) -> dict[str, Any]:
     }
 
 
-class RunDirectory:
-    """Reads and writes the files of one run directory; with ``writes=False`` (a process other than
-    the main one of a multi-process run) it reads only, and every write is skipped."""
-
-    def __init__(self, path: Path, writes: bool = True):
-        self.path = Path(path)
-        self.writes = writes
-
-    @property
-    def results_path(self) -> Path:
-        return self.path / "results.json"
-
-    def log(self, event: str, **fields: Any) -> None:
-        if not self.writes:
-            return
-        with open(self.path / "events.jsonl", "a") as f:
-            f.write(json.dumps({"time": time.time(), "event": event, **fields}) + "\n")
-
-    def previous(self, config: dict[str, Any]) -> dict[str, Any] | None:
-        """Earlier results of this run directory, if any; reads only.
-
-        Raises :class:`RunConfigMismatch` if the directory was started with another configuration,
-        and a :class:`cltune.analysis.RunDirectoryError` naming the file and field if its
-        ``config.json`` or ``results.json`` is damaged.
-        """
-        if not (self.path / "config.json").is_file():
-            return None
-        differences = _diff(read_config(self.path), json.loads(json.dumps(config)))
-        if differences:
-            raise RunConfigMismatch(
-                f"run directory {self.path} was started with another configuration:\n"
-                + "\n".join(differences)
-                + "\nuse another --out folder, or delete the directory to start over"
-            )
-        return read_results(self.path) if self.results_path.is_file() else None
-
-    def start(self, config: dict[str, Any]) -> None:
-        """Create the directory (or tidy the one a killed run left) and record ``config``.
-
-        A killed run may have left temporary files of atomic writes and a torn last line in
-        ``events.jsonl``; both are removed, and an event says so.
-        """
-        if not self.writes:
-            return
-        ensure_writable_dir(self.path, "the run directory", WRITABLE_FIX)
-        repaired = [str(p.relative_to(self.path)) for p in remove_stale_temporaries(self.path)]
-        if self._drop_torn_event():
-            repaired.append("events.jsonl (torn last line)")
-        if not (self.path / "config.json").is_file():
-            atomic_write_json(self.path / "config.json", config)
-        if repaired:
-            self.log("repaired", removed=repaired)
-
-    def _drop_torn_event(self) -> bool:
-        """Cut a last line of ``events.jsonl`` that has no newline (a kill mid-append)."""
-        path = self.path / "events.jsonl"
-        data = path.read_bytes() if path.is_file() else b""
-        if not data or data.endswith(b"\n"):
-            return False
-        atomic_write_bytes(path, data[: data.rfind(b"\n") + 1])
-        return True
-
-    def save_checkpoint(self, stage: int, params: dict[str, torch.Tensor], plugin_states: list) -> None:
-        """Trained parameters and plugin state after ``stage``; ``stage.json``, written last, marks
-        the checkpoint whole."""
-        if not self.writes:
-            return
-        folder = self.path / f"checkpoint-{stage}"
-        tensors = {n: p.detach().to("cpu").clone().contiguous() for n, p in params.items()}
-        atomic_write_bytes(folder / "params.safetensors", safetensors_bytes(tensors))
-        buffer = io.BytesIO()
-        torch.save(plugin_states, buffer)
-        atomic_write_bytes(folder / "plugins.pt", buffer.getvalue())
-        atomic_write_json(folder / "stage.json", {"stage": stage})
-
-    def save_results(self, results: dict[str, Any]) -> None:
-        if self.writes:
-            atomic_write_json(self.results_path, results)
-
-    def drop_checkpoints_except(self, stage: int) -> None:
-        if not self.writes:
-            return
-        for folder in self.path.glob("checkpoint-*"):
-            if folder.name != f"checkpoint-{stage}":
-                shutil.rmtree(folder, ignore_errors=True)
-
-    def load_checkpoint(self, stage: int) -> tuple[dict[str, torch.Tensor], list]:
-        folder = self.path / f"checkpoint-{stage}"
-        if not (folder / "stage.json").is_file():
-            raise FileNotFoundError(
-                f"{self.path}: results.json lists {stage} finished stage(s) but {folder.name} is missing; "
-                "delete the run directory to start over"
-            )
-        params = load_file(str(folder / "params.safetensors"))
-        states = torch.load(folder / "plugins.pt", weights_only=False)
-        return params, states
-
-    def save_predictions(self, stage: int, scores: list[TaskScore]) -> None:
-        if not self.writes:
-            return
-        atomic_write_json(
-            self.path / "predictions" / f"stage-{stage}.json", {s.task: s.predictions for s in scores}
-        )
-
-
 def _experiences(stream: Stream, joint: bool) -> list[Experience]:
     if joint:
         return [Experience(1, list(stream.tasks))]
@@ -312,6 +195,24 @@ def _prepare(preset: Preset, model: torch.nn.Module, spec: RunSpec) -> torch.nn.
     return preset.prepare(model, spec.train.scope)
 
 
+def _parameter_digests(model: torch.nn.Module) -> dict[str, bytes]:
+    """A digest of every parameter's dtype, shape and bytes (gathered whole, one at a time, under FSDP)."""
+    digests = TensorDigests()
+    return {
+        name: digests.digest(name, distributed.full_parameters({name: p})[name])
+        for name, p in model.named_parameters()
+    }
+
+
+def _changed_parameters(model: torch.nn.Module, loaded: dict[str, bytes]) -> dict[str, torch.Tensor]:
+    """Every parameter that differs from the model as loaded (``loaded``: its digests) or is new
+    since (an adapter added in an experience): what a checkpoint must keep, trainable or not, so a
+    frozen weight that a plugin wrote survives a resume."""
+    now = _parameter_digests(model)
+    changed = {name for name, digest in now.items() if loaded.get(name) != digest}
+    return distributed.full_parameters({n: p for n, p in model.named_parameters() if n in changed})
+
+
 def _load_params(model: torch.nn.Module, params: dict[str, torch.Tensor]) -> None:
     own = dict(model.named_parameters())
     missing = sorted(set(params) - set(own))
@@ -322,168 +223,17 @@ def _load_params(model: torch.nn.Module, params: dict[str, torch.Tensor]) -> Non
             own[name].copy_(value)
 
 
-def _shared_encoder(cache: dict[tuple, Any] | None, spec: RunSpec, processor: Any) -> Encoder:
-    """The run's encoder: one per (model, stream recipe) in ``cache``, so runs of one invocation
-    encode every row once (features are read-only: collation copies them)."""
-    if cache is None:
-        return Encoder(processor, spec.model)
-    key = ("encoder", spec.model, json.dumps(spec.recipe, sort_keys=True))
-    return cache.setdefault(key, Encoder(processor, spec.model))
-
-
-def run_experiment(
-    spec: RunSpec,
-    out: str | Path,
-    stream: Stream | None = None,
-    zero_shot: dict[tuple, Any] | None = None,
-    progress: bool = True,
-    reuse_evaluations: bool = True,
-) -> RunResult:
-    """Train ``spec.strategy`` through the stream, evaluating every task after every stage.
-
-    With ``reuse_evaluations`` a task whose answers cannot have changed since the previous stage
-    keeps that stage's result (:mod:`cltune.evaluation.reuse`; results.json ``extra.evaluations``
-    counts them, in this process: a resumed run counts from where it resumed); the matrix is the
-    same either way.
-
-    Under ``accelerate launch`` every process runs this (see :mod:`cltune.distributed`): training
-    batches and evaluation are shared out, and only the main process writes the run directory.
-
-    ``zero_shot`` is a cache shared by runs of one invocation: row 0 depends only on the model,
-    the stream and the evaluation options, so it is computed once for all strategies; the encoded
-    rows (:class:`Encoder`'s memo) depend only on the model and the stream, so they are kept there too.
-    """
-    distributed.init(spec.train.resolved_device())
-    main = distributed.is_main_process()
-    run = RunDirectory(Path(out) / spec.run_name(), writes=main)
-    config = spec.to_dict()
-    previous = run.previous(config)
-    distributed.wait_for_everyone()  # every process has read the directory before it changes
-    if previous and previous.get("finished"):
-        matrix = AccuracyMatrix.from_dict(previous["matrix"])
-        return RunResult(run.path, matrix, previous["summary"], previous)
-    # Every input is checked before the run directory records anything.
-    preset = build_preset(spec.strategy, **spec.strategy_params)
-    distributed.check_strategy(spec.strategy, preset.plugins, spec.train)  # under FSDP or DeepSpeed
-    stream = stream or build_stream(spec.recipe)
-    if main:
-        ensure_writable_dir(out, "the output folder", WRITABLE_FIX)
-    experiences = _experiences(stream, preset.joint)
-    eval_tasks = [*stream.tasks, *stream.general]
-    use_deterministic_algorithms()
-
-    started = time.perf_counter()
-    with distributed.main_process_first():  # the main process pre-trains and caches a built-in model
-        model, processor = load_model(
-            spec.model, pretrain_tasks=stream.general, seed=stream.seed, progress=progress
-        )
-    encoder = _shared_encoder(zero_shot, spec, processor)
-    progress = progress and main
-    run.start(config)
-    run.log("start", resume=previous is not None, **distributed.launch_facts())
-    loggers = build_loggers(spec.loggers, run.path, config) if main else []
-    try:
-        timings = previous["timings"] if previous else {"load_model_s": 0.0, "stages": []}
-        timings["load_model_s"] += time.perf_counter() - started
-
-        stages = [ZERO_SHOT] + [f"after {e.name}" if not preset.joint else "joint" for e in experiences]
-        # Finished stages only: results.json pads the stages still to come with nulls.
-        rows = [r for r in previous["matrix"]["values"] if None not in r] if previous else []
-        base = Template(model, encoder, spec.train, progress=progress)
-        if not rows:
-            started = time.perf_counter()
-            key = (
-                spec.model,
-                json.dumps(spec.recipe, sort_keys=True),
-                spec.train.eval_batch_size,
-                spec.train.max_new_tokens,
-            )
-            scores = zero_shot.get(key) if zero_shot is not None else None
-            if scores is None:
-                scores = evaluate(base, eval_tasks, progress)
-                if zero_shot is not None:
-                    zero_shot[key] = scores
-            rows.append([s.score for s in scores])
-            run.save_predictions(0, scores)
-            _log_row(loggers, 0, eval_tasks, rows[0])
-            timings["stages"].append(
-                {"stage": ZERO_SHOT, "train_s": 0.0, "eval_s": time.perf_counter() - started}
-            )
-
-        model = _prepare(preset, base.model, spec)
-        strategy = Template(model, encoder, spec.train, [*preset.plugins, *loggers], progress=progress)
-        strategy.run_dir = run.path if main else None
-        for plugin in preset.plugins:
-            plugin.attach_tasks(stream.tasks)
-        finished = len(rows) - 1
-        if finished:
-            params, states = run.load_checkpoint(finished)
-            for plugin, state in zip(preset.plugins, states, strict=True):
-                plugin.load_state_dict(state)
-            _load_params(strategy.model, params)
-            strategy.touched.update(params)
-            distributed.wait_for_everyone()  # every process has read the checkpoint
-            run.drop_checkpoints_except(finished)  # a kill may have interrupted the last clean-up
-            run.log("resumed", after_stage=finished)
-
-        def write_results(done: bool) -> dict[str, Any]:
-            matrix = AccuracyMatrix(
-                values=rows + [[float("nan")] * len(eval_tasks)] * (len(stages) - len(rows)),
-                tasks=stream.task_names,
-                general=stream.general_names,
-                stages=stages,
-                metrics={t.name: t.metric for t in eval_tasks},
-            )
-            results = {
-                "schema": RESULTS_SCHEMA,
-                "stream": stream.name,
-                "strategy": spec.strategy,
-                "model": spec.model,
-                "seed": spec.seed,
-                "finished": done,
-                "matrix": matrix.to_dict(),
-                "summary": cl_metrics(matrix) if done else {},
-                "timings": timings,
-                "versions": _versions(),
-                "runtime": _runtime(strategy.device),
-                "extra": strategy.extra_results,
-            }
-            run.save_results(results)
-            return results
-
-        reuse = EvalReuse() if reuse_evaluations else None
-        for experience in experiences[finished:]:
-            run.log("train", stage=experience.index, experience=experience.name)
-            started = time.perf_counter()
-            strategy.train(experience)
-            trained = time.perf_counter()
-            scores = evaluate(strategy, eval_tasks, progress, reuse)
-            if reuse is not None:
-                strategy.extra_results["evaluations"] = reuse.summary()
-            rows.append([s.score for s in scores])
-            _log_row(loggers, experience.index, eval_tasks, rows[-1])
-            timings["stages"].append(
-                {
-                    "stage": stages[experience.index],
-                    "train_s": trained - started,
-                    "eval_s": time.perf_counter() - trained,
-                }
-            )
-            run.save_predictions(experience.index, scores)
-            run.save_checkpoint(
-                experience.index, strategy.touched_parameters(), [p.state_dict() for p in preset.plugins]
-            )
-            write_results(done=False)
-            run.drop_checkpoints_except(experience.index)
-            run.log("stage_done", stage=experience.index, scores=rows[-1])
-        results = write_results(done=True)
-        for logger in loggers:
-            logger.log_summary(results["summary"])
-        run.log("finished")
-        return RunResult(run.path, AccuracyMatrix.from_dict(results["matrix"]), results["summary"], results)
-    finally:
-        for logger in loggers:
-            logger.close()
+def _restore(run: RunDirectory, preset: Preset, model: torch.nn.Module, stream: Stream, stage: int) -> None:
+    """The resume block of a run and of :func:`load_trained_model`: the plugins get the stream's
+    tasks, then (after a finished ``stage``) their saved state, and the model its saved parameters."""
+    for plugin in preset.plugins:
+        plugin.attach_tasks(stream.tasks)
+    if stage < 1:
+        return
+    params, states = run.load_checkpoint(stage)
+    for plugin, state in zip(preset.plugins, states, strict=True):
+        plugin.load_state_dict(state)
+    _load_params(model, params)
 
 
 def _log_row(loggers: list, stage: int, tasks: list, row: list[float]) -> None:
@@ -492,17 +242,220 @@ def _log_row(loggers: list, stage: int, tasks: list, row: list[float]) -> None:
         logger.log_scores(stage, {task.name: score for task, score in zip(tasks, row, strict=True)})
 
 
+class _Experiment:
+    """The named steps of :func:`run_experiment`, in the order it calls them: :meth:`setup`,
+    :meth:`zero_shot`, :meth:`build_strategy`, :meth:`restore`, :meth:`train_stage` per remaining
+    experience, :meth:`finish`; :meth:`close` always."""
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        out: str | Path,
+        shared: InvocationCache | None,
+        progress: bool,
+        reuse_evaluations: bool,
+    ):
+        self.spec = spec
+        self.out = out
+        self.shared = shared
+        self.reuse = EvalReuse() if reuse_evaluations else None
+        self.main = distributed.is_main_process()
+        self.progress = progress and self.main
+        self.run = RunDirectory(Path(out) / spec.run_name(), writes=self.main)
+        self.config = spec.to_dict()
+        self.previous = self.run.previous(self.config)
+        self.loggers: list = []
+
+    def setup(self, stream: Stream | None, progress: bool) -> None:
+        """Check every input before the run directory records anything, load the model, start the
+        run directory and the loggers."""
+        spec = self.spec
+        self.preset = build_preset(spec.strategy, **spec.strategy_params)
+        distributed.check_strategy(spec.strategy, self.preset.plugins, spec.train)  # under FSDP or DeepSpeed
+        self.stream = stream or build_stream(spec.recipe)
+        if self.main:
+            ensure_writable_dir(self.out, "the output folder", WRITABLE_FIX)
+        self.experiences = _experiences(self.stream, self.preset.joint)
+        self.eval_tasks = [*self.stream.tasks, *self.stream.general]
+        self.stages = [ZERO_SHOT] + [
+            f"after {e.name}" if not self.preset.joint else "joint" for e in self.experiences
+        ]
+        use_deterministic_algorithms()
+        started = time.perf_counter()
+        with distributed.main_process_first():  # the main process pre-trains and caches a built-in model
+            self.model, processor = load_model(
+                spec.model, pretrain_tasks=self.stream.general, seed=self.stream.seed, progress=progress
+            )
+        self.encoder = self._encoder(processor)
+        self.timings = self.previous["timings"] if self.previous else {"load_model_s": 0.0, "stages": []}
+        self.timings["load_model_s"] += time.perf_counter() - started
+        # Finished stages only: results.json pads the stages still to come with nulls.
+        matrix = AccuracyMatrix.from_dict(self.previous["matrix"]) if self.previous else None
+        self.finished = finished_stages(matrix) if matrix is not None else 0
+        self.rows = [[float(v) for v in row] for row in matrix.values[: self.finished + 1]] if matrix else []
+        self.run.start(self.config)
+        self.run.log("start", resume=self.previous is not None, **distributed.launch_facts())
+        if self.main:
+            self.loggers = build_loggers(spec.loggers, self.run.path, self.config)
+
+    def _encoder(self, processor: Any) -> Encoder:
+        if self.shared is None:
+            return Encoder(processor, self.spec.model)
+        key = (self.spec.model, json.dumps(self.spec.recipe, sort_keys=True))
+        return self.shared.encoders.setdefault(key, Encoder(processor, self.spec.model))
+
+    def zero_shot(self) -> None:
+        """Row 0: the loaded model on every task, unless a resumed run has it (or another run of
+        this invocation computed it)."""
+        self.base = Template(self.model, self.encoder, self.spec.train, progress=self.progress)
+        if self.rows:
+            return
+        started = time.perf_counter()
+        spec = self.spec
+        key = (
+            spec.model,
+            json.dumps(spec.recipe, sort_keys=True),
+            spec.train.eval_batch_size,
+            spec.train.max_new_tokens,
+        )
+        cache = self.shared.zero_shot if self.shared is not None else {}
+        if key not in cache:
+            cache[key] = evaluate(self.base, self.eval_tasks, self.progress)
+        self._record_stage(0, cache[key], train_s=0.0, eval_s=time.perf_counter() - started)
+
+    def build_strategy(self) -> None:
+        """The strategy's model and template; the digests of its parameters as loaded, against
+        which each checkpoint finds what changed."""
+        model = _prepare(self.preset, self.base.model, self.spec)
+        plugins = [*self.preset.plugins, *self.loggers]
+        self.strategy = Template(model, self.encoder, self.spec.train, plugins, progress=self.progress)
+        self.strategy.run_dir = self.run if self.main else None
+        self.loaded = _parameter_digests(self.strategy.model)
+
+    def restore(self) -> None:
+        """Continue after the last finished stage of a killed run (nothing to do in a fresh one)."""
+        _restore(self.run, self.preset, self.strategy.model, self.stream, self.finished)
+        if self.finished > 0:
+            distributed.wait_for_everyone()  # every process has read the checkpoint
+            self.run.drop_checkpoints_except(self.finished)  # a kill may have interrupted the last clean-up
+            self.run.log("resumed", after_stage=self.finished)
+
+    def remaining(self) -> list[Experience]:
+        return self.experiences[self.finished :]
+
+    def train_stage(self, experience: Experience) -> None:
+        """Train one experience, evaluate every task, then save predictions, checkpoint and results."""
+        self.run.log("train", stage=experience.index, experience=experience.name)
+        started = time.perf_counter()
+        self.strategy.train(experience)
+        trained = time.perf_counter()
+        scores = evaluate(self.strategy, self.eval_tasks, self.progress, self.reuse)
+        if self.reuse is not None:
+            self.strategy.extra_results["evaluations"] = self.reuse.summary()
+        self._record_stage(
+            experience.index, scores, train_s=trained - started, eval_s=time.perf_counter() - trained
+        )
+        plugin_states = [(type(p).__name__, p.state_dict()) for p in self.preset.plugins]
+        changed = _changed_parameters(self.strategy.model, self.loaded)
+        self.run.save_checkpoint(experience.index, changed, plugin_states)
+        self._write_results(done=False)
+        self.run.drop_checkpoints_except(experience.index)
+        self.run.log("stage_done", stage=experience.index, scores=self.rows[-1])
+
+    def _record_stage(self, stage: int, scores: list[TaskScore], train_s: float, eval_s: float) -> None:
+        self.rows.append([s.score for s in scores])
+        self.run.save_predictions(stage, {s.task: s.predictions for s in scores})
+        _log_row(self.loggers, stage, self.eval_tasks, self.rows[-1])
+        self.timings["stages"].append({"stage": self.stages[stage], "train_s": train_s, "eval_s": eval_s})
+
+    def _write_results(self, done: bool) -> dict[str, Any]:
+        width = len(self.eval_tasks)
+        matrix = AccuracyMatrix(
+            values=self.rows + [[float("nan")] * width] * (len(self.stages) - len(self.rows)),
+            tasks=self.stream.task_names,
+            general=self.stream.general_names,
+            stages=self.stages,
+            metrics={t.name: t.metric for t in self.eval_tasks},
+        )
+        results = {
+            "schema": RESULTS_SCHEMA,
+            "stream": self.stream.name,
+            "strategy": self.spec.strategy,
+            "model": self.spec.model,
+            "seed": self.spec.seed,
+            "finished": done,
+            "matrix": matrix.to_dict(),
+            "summary": cl_metrics(matrix) if done else {},
+            "timings": self.timings,
+            "versions": _versions(),
+            "runtime": _runtime(self.strategy.device),
+            "extra": self.strategy.extra_results,
+        }
+        self.run.save_results(results)
+        return results
+
+    def finish(self) -> RunResult:
+        """The final results (with the summary metrics), to the loggers and the run directory."""
+        results = self._write_results(done=True)
+        for logger in self.loggers:
+            logger.log_summary(results["summary"])
+        self.run.log("finished")
+        return RunResult.of(self.run.path, results)
+
+    def close(self) -> None:
+        for logger in self.loggers:
+            logger.close()
+
+
+def run_experiment(
+    spec: RunSpec,
+    out: str | Path,
+    stream: Stream | None = None,
+    shared: InvocationCache | None = None,
+    progress: bool = True,
+    reuse_evaluations: bool = True,
+) -> RunResult:
+    """Train ``spec.strategy`` through the stream, evaluating every task after every stage.
+
+    With ``reuse_evaluations`` a task whose answers cannot have changed since the previous stage
+    keeps that stage's result (:mod:`cltune.evaluation.reuse`; results.json ``extra.evaluations``
+    counts them, in this process: a resumed run counts from where it resumed); the matrix is the
+    same either way. ``shared`` holds what runs of one invocation share (:class:`InvocationCache`).
+
+    Under ``accelerate launch`` every process runs this (see :mod:`cltune.distributed`): training
+    batches and evaluation are shared out, and only the main process writes the run directory.
+    """
+    spec.train.check_device()
+    distributed.init(spec.train.resolved_device())
+    experiment = _Experiment(spec, out, shared, progress, reuse_evaluations)
+    distributed.wait_for_everyone()  # every process has read the directory before it changes
+    if experiment.previous and experiment.previous.get("finished"):
+        return RunResult.of(experiment.run.path, experiment.previous)
+    experiment.setup(stream, progress)
+    try:
+        experiment.zero_shot()
+        experiment.build_strategy()
+        experiment.restore()
+        for experience in experiment.remaining():
+            experiment.train_stage(experience)
+        return experiment.finish()
+    finally:
+        experiment.close()
+
+
 def load_trained_model(run_dir: str | Path) -> tuple[torch.nn.Module, Any, Stream]:
     """The model of a run directory after its last finished stage, rebuilt the way the run built it.
 
     Loads ``config.json``'s model (the built-in ``tiny`` from its cache), applies the strategy's
-    ``prepare`` (e.g. its PEFT wrapper) and its plugins' saved state, then the trained parameters
-    of the newest ``checkpoint-N`` — the same steps as a resumed run. Returns
+    ``prepare`` (e.g. its PEFT wrapper), then the resume block of a run (:func:`_restore`: the
+    plugins' saved state and the saved parameters of the newest ``checkpoint-N``). Returns
     ``(model, processor, stream)``; the model is on the CPU in eval mode.
     """
-    run = RunDirectory(Path(run_dir))
+    run = RunDirectory(run_dir, writes=False)
     config = read_config(run.path)
-    results = read_results(run.path)
+    finished = finished_stages(AccuracyMatrix.from_dict(read_results(run.path)["matrix"]))
+    if finished < 1:
+        raise FileNotFoundError(f"{run.path}: no finished experience, so there is no trained model yet")
     spec = RunSpec(
         recipe=config["stream"],
         strategy=config["strategy"],
@@ -514,13 +467,5 @@ def load_trained_model(run_dir: str | Path) -> tuple[torch.nn.Module, Any, Strea
     preset = build_preset(spec.strategy, **spec.strategy_params)
     model, processor = load_model(spec.model, pretrain_tasks=stream.general, seed=stream.seed)
     model = _prepare(preset, model, spec)
-    for plugin in preset.plugins:
-        plugin.attach_tasks(stream.tasks)
-    finished = sum(any(v is not None for v in row) for row in results["matrix"]["values"]) - 1
-    if finished < 1:
-        raise FileNotFoundError(f"{run.path}: no finished experience, so there is no trained model yet")
-    params, states = run.load_checkpoint(finished)
-    for plugin, state in zip(preset.plugins, states, strict=True):
-        plugin.load_state_dict(state)
-    _load_params(model, params)
+    _restore(run, preset, model, stream, finished)
     return model.eval(), processor, stream

@@ -25,25 +25,35 @@ def unknown_name_error(kind: str, name: str, known: Iterable[str]) -> ValueError
     return ValueError(f"unknown {kind} {name!r}.{hint} Known: {', '.join(known)}")
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A temporary file beside ``path`` for the block to write, moved onto ``path`` when the block
+    ends cleanly: readers see the old file or the new one, never half. On an error the temporary
+    file is removed; a killed writer's is removed by :func:`remove_stale_temporaries`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        with os.fdopen(fd, "wb") as f:
-            view, half = memoryview(data), len(data) // 2
-            f.write(view[:half])
-            f.flush()
-            fault_point(f"write:{path.name}")  # a kill here leaves a half-written temporary file
-            f.write(view[half:])
-            f.flush()
-            os.fsync(f.fileno())
+        os.close(fd)
+        yield Path(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through :func:`atomic_path`, flushed to disk before the move."""
+    path = Path(path)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        view, half = memoryview(data), len(data) // 2
+        f.write(view[:half])
+        f.flush()
+        fault_point(f"write:{path.name}")  # a kill here leaves a half-written temporary file
+        f.write(view[half:])
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
@@ -100,11 +110,12 @@ def _umask() -> int:
 
 
 @contextmanager
-def atomic_dir(folder: str | os.PathLike) -> Iterator[Path]:
+def atomic_dir(folder: str | os.PathLike, replace: bool = False) -> Iterator[Path]:
     """A temporary folder beside ``folder``, renamed to ``folder`` when the block ends cleanly.
 
     Readers see no folder or a whole one. If ``folder`` appeared meanwhile (another process
-    finished first), its copy is kept and the temporary one dropped; on an error the temporary
+    finished first), its copy is kept and the temporary one dropped, unless ``replace``: then the
+    old folder is moved aside and removed once the new one is in place. On an error the temporary
     folder is removed and the error raised. Temporaries left by a writer that was killed (their
     name carries the writer's pid, and no such process is alive) are removed on the next call.
     """
@@ -114,7 +125,12 @@ def atomic_dir(folder: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.{os.getpid()}."))
     try:
         yield tmp
-        if folder.exists():
+        if folder.exists() and replace:
+            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.{os.getpid()}."))
+            folder.rename(old / folder.name)
+            tmp.rename(folder)
+            shutil.rmtree(old)
+        elif folder.exists():
             shutil.rmtree(tmp)
         else:
             tmp.rename(folder)

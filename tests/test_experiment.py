@@ -9,8 +9,10 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
-from cltune.experiment import RunConfigMismatch, RunSpec, run_experiment
+from cltune.experiment import RunSpec, run_experiment
+from cltune.rundir import RunConfigMismatch
 from cltune.strategies.plugin import Plugin
 from cltune.strategies.registry import Preset, register
 
@@ -35,13 +37,13 @@ def _spec(recipe_path, strategy="naive", **train):
     return RunSpec.from_recipe(recipe_path, strategy, **train)
 
 
-def _cli(*args, cwd):
+def _cli(*args, cwd, **env):
     return subprocess.run(
         [sys.executable, "-m", "cltune.cli", *args],
         capture_output=True,
         text=True,
         cwd=cwd,
-        env={**os.environ},
+        env={**os.environ, **env},
         timeout=600,
     )
 
@@ -85,6 +87,17 @@ def test_cli_errors_name_the_problem(tmp_path):
     assert proc.returncode == 2 and "lr must be positive" in proc.stderr
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_a_device_the_machine_lacks_fails_before_the_model_loads(tmp_path):
+    cache = tmp_path / "cache"  # empty: loading the tiny model would pre-train it here
+    proc = _cli(
+        "run", "--set", "device=cuda", "--out", str(tmp_path / "runs"), cwd=tmp_path, CLTUNE_CACHE=str(cache)
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "device='cuda': this machine has no such device; it has cpu" in proc.stderr
+    assert not cache.exists() and not (tmp_path / "runs").exists()
+
+
 def test_resume_continues_after_the_last_finished_experience(small_recipe, tmp_path, tiny_cached):
     reference = run_experiment(_spec(small_recipe), tmp_path / "a", progress=False)
     spec = _spec(small_recipe, strategy="test-crashable")
@@ -116,6 +129,15 @@ def test_python_api_runs_a_strategy(small_recipe, tmp_path, tiny_cached):
     assert result.matrix.values.shape == (3, 3)
     assert result.run_dir == tmp_path / "small-naive-seed0"
     assert result.metrics["mft"] == pytest.approx(np.mean(np.diag(result.matrix.values[1:, :2])))
-    written = result.report()
-    assert written["md"] == result.run_dir / "report" / "report.md"
+    written = cltune.report(result)
+    assert written["md"] == tmp_path / "report" / "report.md"  # beside the run, as `cltune run` writes it
     assert f"{result.metrics['mft']:.1f}" in written["md"].read_text()
+
+
+def test_cli_report_defaults_to_a_report_folder_beside_the_runs(small_recipe, tmp_path, tiny_cached):
+    from cltune.cli import main
+
+    result = run_experiment(_spec(small_recipe, max_steps=1), tmp_path / "runs", progress=False)
+    assert main(["report", str(result.run_dir), "--quiet"]) == 0
+    report = (tmp_path / "runs" / "report" / "report.md").read_text()
+    assert "naive" in report

@@ -19,9 +19,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from cltune.analysis.runs import load_run, read_events, read_results
+from cltune.analysis.runs import load_run
 from cltune.experiment import DETERMINISTIC_ENV, RunSpec, run_experiment
 from cltune.models.cache import cache_dir
+from cltune.rundir import RunDirectory, read_events, read_results
 from cltune.strategies.plugin import Plugin
 from cltune.strategies.registry import Preset, register
 from cltune.strategies.template import NonFiniteLoss
@@ -64,8 +65,7 @@ def _assert_whole(run_dir: Path) -> None:
             json.loads(path.read_text())
     read_events(run_dir)  # tolerates only a torn last line
     for stage in run_dir.glob("checkpoint-*/stage.json"):
-        load_file(str(stage.parent / "params.safetensors"))
-        torch.load(stage.parent / "plugins.pt", weights_only=False)
+        RunDirectory(run_dir, writes=False).load_checkpoint(json.loads(stage.read_text())["stage"])
 
 
 def _rows_done(run_dir: Path) -> int:

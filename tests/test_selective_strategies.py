@@ -11,6 +11,7 @@ import torch
 from cltune.data.encode import Encoder
 from cltune.data.task import Task
 from cltune.models.scopes import scope_parameters
+from cltune.rundir import RunDirectory
 from cltune.selective import hft_select, load_masks, n_keep, spider_shares, topk_masks
 from cltune.selective.importance import gradient
 from cltune.selective.tailor import obs_compensate, tailor_scores
@@ -34,7 +35,7 @@ def _strategy(tiny, name: str, run_dir=None, weight_decay: float = 0.1, max_step
     model = preset.prepare(model, "language_model")
     config = TrainConfig(batch_size=8, max_steps=max_steps, lr=1e-3, weight_decay=weight_decay)
     template = Template(model, Encoder(processor), config, preset.plugins, progress=False)
-    template.run_dir = run_dir
+    template.run_dir = None if run_dir is None else RunDirectory(run_dir)
     return template, preset.plugins[0]
 
 

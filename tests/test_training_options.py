@@ -11,6 +11,7 @@ import torch
 
 from cltune.data.encode import Encoder
 from cltune.models.scopes import set_trainable
+from cltune.rundir import RunDirectory
 from cltune.strategies.config import TrainConfig
 from cltune.strategies.experience import Experience
 from cltune.strategies.plugin import Plugin
@@ -214,7 +215,7 @@ def test_fp16_masked_strategy_leaves_masked_out_weights_bit_identical(tiny, defa
     model = preset.prepare(model, "language_model")
     config = TrainConfig(batch_size=8, max_steps=3, lr=1e-3, weight_decay=0.1, precision="fp16")
     template = Template(model, Encoder(processor), config, preset.plugins, progress=False)
-    template.run_dir = tmp_path
+    template.run_dir = RunDirectory(tmp_path)
     scope = template.trainable_parameters()
     before = {n: p.detach().clone() for n, p in scope.items()}
     template.train(Experience(1, [default_stream.tasks[0]]))

@@ -10,15 +10,19 @@ PEFT's own format (``adapter_config.json`` + ``adapter_model.safetensors``), so
 from __future__ import annotations
 
 import copy
-import shutil
+import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
+
+if TYPE_CHECKING:
+    from cltune.rundir import RunDirectory
 
 BASE = "__base__"  # PEFT's ``adapter_names`` entry for "no adapter on this row"
 _SCRATCH = "cltune_scratch"  # only exists while the empty wrapper is built
@@ -100,18 +104,16 @@ class AdapterBank:
             if isinstance(module, LoraLayer) and name in module.lora_A
         }
 
-    def save(self, name: str, folder: Path) -> Path:
-        """Save adapter ``name`` in PEFT's format to ``folder/name`` (written aside, then moved there)."""
-        folder.mkdir(parents=True, exist_ok=True)
-        staging = folder / f".{name}.saving"
-        shutil.rmtree(staging, ignore_errors=True)
-        self.peft_model.save_pretrained(str(staging), selected_adapters=[name])
-        target = folder / name
-        if target.exists():
-            shutil.rmtree(target)
-        (staging / name).rename(target)
-        shutil.rmtree(staging)
-        return target
+    def save(self, name: str, run_dir: RunDirectory) -> Path:
+        """Save adapter ``name`` as the run directory's ``adapters/<name>`` (written whole or not at all)."""
+        return run_dir.save_adapter(name, lambda folder: self.write(name, folder))
+
+    def write(self, name: str, folder: Path) -> None:
+        """Write adapter ``name`` in PEFT's format into the empty folder ``folder``."""
+        with tempfile.TemporaryDirectory(dir=folder) as scratch:
+            self.peft_model.save_pretrained(scratch, selected_adapters=[name])
+            for path in (Path(scratch) / name).iterdir():  # PEFT puts a named adapter in <dir>/<name>
+                path.rename(folder / path.name)
 
     def state_dict(self) -> dict[str, list[str]]:
         """What a resume needs to re-create the adapters (their weights live in the checkpoint)."""

@@ -10,12 +10,12 @@ Files (every one optional; a report skips the figure of a missing one):
 - ``importance-<task>.safetensors``: an :class:`~cltune.analysis.importance_map.ImportanceMap` of
   the trained model on each stream task's training rows.
 - ``masks-<task>.safetensors``: masks a selective strategy kept for each task
-  (:func:`cltune.selective.save_masks`); read for the mask-overlap figure.
+  (:func:`cltune.selective.save_masks`, through :meth:`cltune.rundir.RunDirectory.save_analysis`);
+  read for the mask-overlap figure.
 """
 
 from __future__ import annotations
 
-import io
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -30,18 +30,12 @@ from cltune.analysis.drift import representation_drift, weight_drift
 from cltune.analysis.importance_map import ImportanceMap, importance_map
 from cltune.analysis.runs import Run, RunDirectoryError
 from cltune.data.task import Stream
+from cltune.rundir import MASKS_PREFIX, RunDirectory
 from cltune.selective.packing import load_masks
-from cltune.utils import atomic_write_bytes
 
 ANALYSES = ("drift", "representation", "importance")
 WEIGHT_DRIFT = "weight_drift.csv"
 REPRESENTATION_DRIFT = "representation_drift.csv"
-
-
-def _write_csv(path: Path, frame: pd.DataFrame) -> None:
-    buffer = io.StringIO()
-    frame.to_csv(buffer, index=False)
-    atomic_write_bytes(path, buffer.getvalue().encode())
 
 
 def _read_csv(run: Run, name: str, columns: set[str]) -> pd.DataFrame | None:
@@ -91,7 +85,7 @@ def read_importance_maps(run: Run) -> dict[str, ImportanceMap]:
 def read_masks(run: Run) -> dict[str, dict[str, Tensor]]:
     """The masks a selective strategy saved for each task (empty if none)."""
     masks = {}
-    for task, path in _per_task(run, "masks-").items():
+    for task, path in _per_task(run, MASKS_PREFIX).items():
         try:
             masks[task] = load_masks(path)
         except (SafetensorError, OSError, ValueError) as err:
@@ -124,8 +118,7 @@ def analyze_run(
     unknown = sorted(set(chosen) - set(ANALYSES))
     if unknown:
         raise ValueError(f"unknown analysis {unknown[0]!r}; choose from {', '.join(ANALYSES)}")
-    folder = run.analysis_dir
-    folder.mkdir(exist_ok=True)
+    run_dir = RunDirectory(run.path)
     device = next(tuned.parameters()).device
     drift_tasks = stream.general or stream.tasks
     steps = ("drift" in chosen) + len(drift_tasks) * ("representation" in chosen)
@@ -138,8 +131,8 @@ def analyze_run(
     )
     written: list[Path] = []
     if "drift" in chosen:
-        _write_csv(folder / WEIGHT_DRIFT, weight_drift(base, tuned))
-        written.append(folder / WEIGHT_DRIFT)
+        frame = weight_drift(base, tuned)
+        written.append(run_dir.save_analysis(WEIGHT_DRIFT, lambda path: frame.to_csv(path, index=False)))
         bar.update(1)
     if "representation" in chosen:
         frames = []
@@ -149,18 +142,17 @@ def analyze_run(
             )
             frames.append(representation_drift(base, tuned, batches).assign(task=task.name))
             bar.update(1)
-        _write_csv(folder / REPRESENTATION_DRIFT, pd.concat(frames, ignore_index=True))
-        written.append(folder / REPRESENTATION_DRIFT)
+        frame = pd.concat(frames, ignore_index=True)
+        written.append(
+            run_dir.save_analysis(REPRESENTATION_DRIFT, lambda path: frame.to_csv(path, index=False))
+        )
     if "importance" in chosen:
         for task in stream.tasks:
             batches = task_batches(
                 task, processor, n_examples=n_examples, batch_size=batch_size, device=device
             )
-            path = folder / f"importance-{task.name}.safetensors"
-            tmp = path.with_name(f".{path.name}.tmp")
-            importance_map(tuned, batches, method, info={"task": task.name, "run": run.name}).save(tmp)
-            tmp.replace(path)
-            written.append(path)
+            found = importance_map(tuned, batches, method, info={"task": task.name, "run": run.name})
+            written.append(run_dir.save_analysis(f"importance-{task.name}.safetensors", found.save))
             bar.update(1)
     bar.close()
     return written

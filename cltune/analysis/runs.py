@@ -3,155 +3,34 @@
 :func:`load_run` validates one directory (``config.json`` and ``results.json``) and raises a
 :class:`RunDirectoryError` that names the run, the problem and the fix. :func:`find_runs`
 expands folders of runs. :func:`compare_runs` checks that runs share a stream and tabulates them
-(:mod:`cltune.analysis.comparison`).
+(:mod:`cltune.analysis.comparison`). The files' layout and schema belong to :mod:`cltune.rundir`.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from cltune.analysis.metrics import cl_metrics
 from cltune.matrix import AccuracyMatrix
-
-# The schema experiment.py writes (cltune.experiment.RESULTS_SCHEMA; analysis does not import the
-# training side, so the value is repeated here and a test checks that both agree).
-RESULTS_SCHEMA = "cltune.results/1"
-ANALYSIS_DIR = "analysis"
-# The fields each file must have, as dotted paths, and their types (the files' schema).
-CONFIG_SCHEMA: dict[str, type] = {
-    "stream": dict,
-    "stream.name": str,
-    "stream.tasks": list,
-    "strategy": str,
-    "model": str,
-    "train": dict,
-    "train.seed": int,
-}
-RESULTS_FIELDS: dict[str, type] = {
-    "stream": str,
-    "strategy": str,
-    "model": str,
-    "seed": int,
-    "finished": bool,
-    "matrix": dict,
-    "matrix.values": list,
-    "matrix.tasks": list,
-    "matrix.general": list,
-    "matrix.stages": list,
-    "summary": dict,
-    "timings": dict,
-}
-_FIX = "restore the file, or delete the run directory and run it again"
-
-
-class RunDirectoryError(ValueError):
-    """A run directory is missing, incomplete or damaged."""
+from cltune.rundir import (
+    ANALYSIS_DIR,
+    CONFIG,
+    RunDirectory,
+    RunDirectoryError,
+    finished_stages,
+    read_config,
+    read_results,
+    results_matrix,
+)
 
 
 class StreamMismatchError(ValueError):
     """Runs of different streams were compared together."""
-
-
-def _read_json(path: Path, run: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise RunDirectoryError(
-            f"run {run}: {path.name} is missing"
-            + (
-                "; this is not a run directory written by `cltune run`"
-                if path.name == "config.json"
-                else "; the run has not finished its zero-shot evaluation, run `cltune run` again "
-                "with the same --out to resume it"
-            )
-        )
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise RunDirectoryError(f"run {run}: {path.name} is damaged (not valid JSON: {err}); {_FIX}") from err
-    if not isinstance(data, dict):
-        raise RunDirectoryError(f"run {run}: {path.name} is damaged (a JSON object was expected); {_FIX}")
-    return data
-
-
-def _check_schema(data: dict[str, Any], schema: dict[str, type], file: str, run: Path) -> None:
-    """Raise :class:`RunDirectoryError` naming the file and the first field that is missing or of
-    the wrong type (fields are dotted paths into nested objects)."""
-    for field, kind in schema.items():
-        parent, _, key = field.rpartition(".")
-        holder = data
-        for part in parent.split(".") if parent else []:
-            holder = holder[part]  # the parent was checked first: it is a dict
-        if key not in holder:
-            raise RunDirectoryError(f"run {run}: {file} is damaged (no {field!r} field); {_FIX}")
-        value = holder[key]
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise RunDirectoryError(
-                f"run {run}: {file} is damaged ({field!r} should be of type {kind.__name__}, "
-                f"got {type(value).__name__}); {_FIX}"
-            )
-
-
-def read_config(run: str | Path) -> dict[str, Any]:
-    """``config.json`` of a run directory, checked against :data:`CONFIG_SCHEMA`."""
-    run = Path(run)
-    config = _read_json(run / "config.json", run)
-    _check_schema(config, CONFIG_SCHEMA, "config.json", run)
-    return config
-
-
-def read_results(run: str | Path) -> dict[str, Any]:
-    """``results.json`` of a run directory, checked against its schema (:data:`RESULTS_SCHEMA`
-    and :data:`RESULTS_FIELDS`) and its accuracy matrix against its labels."""
-    run = Path(run)
-    results = _read_json(run / "results.json", run)
-    if results.get("schema") != RESULTS_SCHEMA:
-        raise RunDirectoryError(
-            f"run {run}: results.json has schema {results.get('schema')!r}, expected {RESULTS_SCHEMA!r}; "
-            "it was written by another version of cltune or is damaged"
-        )
-    _check_schema(results, RESULTS_FIELDS, "results.json", run)
-    _matrix(results, run)
-    return results
-
-
-def read_events(run: str | Path) -> list[dict[str, Any]]:
-    """The events of ``events.jsonl``; a torn last line (a process killed mid-append) is skipped,
-    a damaged line anywhere else is a :class:`RunDirectoryError`."""
-    path = Path(run) / "events.jsonl"
-    lines = path.read_text().splitlines() if path.is_file() else []
-    events = []
-    for n, line in enumerate(lines):
-        try:
-            events.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            if n == len(lines) - 1:
-                break
-            raise RunDirectoryError(f"run {run}: events.jsonl line {n + 1} is damaged ({err})") from err
-    return events
-
-
-def _matrix(results: dict[str, Any], run: Path) -> AccuracyMatrix:
-    try:
-        matrix = AccuracyMatrix.from_dict(results["matrix"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise RunDirectoryError(
-            f"run {run}: results.json has a damaged accuracy matrix ({err!r}); {_FIX}"
-        ) from err
-    values = matrix.values[~np.isnan(matrix.values)]
-    if values.size and (values.min() < 0 or values.max() > 100):
-        raise RunDirectoryError(
-            f"run {run}: results.json has accuracy values outside 0–100 "
-            f"({values.min():g} to {values.max():g}); the file is damaged"
-        )
-    return matrix
 
 
 @dataclass
@@ -211,6 +90,11 @@ class Run:
         """Where ``cltune analyze`` writes this run's analyses (weight drift, importance maps)."""
         return self.path / ANALYSIS_DIR
 
+    @property
+    def finished_stages(self) -> int:
+        """How many stages after zero-shot the run has finished (:func:`cltune.rundir.finished_stages`)."""
+        return finished_stages(self.matrix)
+
     def checkpoint(self) -> Path | None:
         """The ``checkpoint-N`` folder of the last stage ``results.json`` lists as finished (the
         trained parameters after stage N), if it is whole (its ``stage.json`` is written last).
@@ -218,25 +102,17 @@ class Run:
         A run killed after writing a newer checkpoint but before its results has a newer folder;
         it is ignored, as a resumed run ignores it.
         """
-        done = int((~np.isnan(self.matrix.values).any(axis=1)).sum()) - 1
-        folder = self.path / f"checkpoint-{done}"
-        return folder if (folder / "stage.json").is_file() else None
+        return RunDirectory(self.path, writes=False).checkpoint(self.finished_stages)
 
     def trained_params(self) -> dict[str, torch.Tensor]:
-        """The parameters the run trained, after its last finished stage, named as in the trained
+        """The parameters the run changed, after its last finished stage, named as in the trained
         model (``base_model.model.…`` with LoRA factors for a PEFT run)."""
-        folder = self.checkpoint()
-        if folder is None:
+        if self.checkpoint() is None:
             raise RunDirectoryError(
                 f"run {self.path}: no checkpoint-N/params.safetensors, so its trained parameters are "
                 "unknown; finish the run with `cltune run` (the last checkpoint is kept)"
             )
-        try:
-            return load_file(str(folder / "params.safetensors"))
-        except (SafetensorError, OSError, ValueError) as err:
-            raise RunDirectoryError(
-                f"run {self.path}: {folder.name}/params.safetensors is damaged ({err}); run it again"
-            ) from err
+        return RunDirectory(self.path, writes=False).load_params(self.finished_stages)
 
 
 def load_run(path: str | Path) -> Run:
@@ -254,7 +130,7 @@ def load_run(path: str | Path) -> Run:
             f"does not match config.json (stream {config['stream'].get('name')!r}, "
             f"strategy {config['strategy']!r}); the directory is damaged"
         )
-    matrix = _matrix(results, run)
+    matrix = results_matrix(results, run)
     expected = [t.get("name") for t in config["stream"].get("tasks", []) if isinstance(t, dict)]
     if expected and expected != matrix.tasks:
         raise RunDirectoryError(
@@ -264,7 +140,7 @@ def load_run(path: str | Path) -> Run:
 
 
 def is_run_directory(path: Path) -> bool:
-    return (path / "config.json").is_file()
+    return (path / CONFIG).is_file()
 
 
 def find_runs(paths: list[str | Path]) -> list[Path]:
@@ -322,8 +198,8 @@ def check_distinct(runs: list[Run]) -> None:
 
 def check_finished(run: Run) -> None:
     if not run.finished:
-        done = int((~np.isnan(run.matrix.values).all(axis=1)).sum()) - 1
         raise RunDirectoryError(
-            f"run {run.path}: not finished ({done} of {len(run.matrix.values) - 1} stages evaluated); "
+            f"run {run.path}: not finished ({run.finished_stages} of {len(run.matrix.values) - 1} stages "
+            "evaluated); "
             "resume it with `cltune run` and the same --out, or leave it out"
         )

@@ -125,6 +125,30 @@ class TrainConfig:
                     f"({problem}); use precision='bf16' or 'fp32'"
                 )
 
+    def check_device(self) -> None:
+        """Refuse a ``device`` this machine does not have (call it before loading a model), naming
+        the devices it has."""
+        import torch
+
+        have = machine_devices()
+        try:
+            device = torch.device(self.resolved_device())
+        except RuntimeError as err:
+            raise ValueError(
+                f"training option device={self.device!r} is not a device ({err}); this machine has "
+                f"{', '.join(have)} (or use device=auto)"
+            ) from None
+        kinds = {name.partition(":")[0] for name in have}
+        if (
+            device.type != "cpu"
+            and str(device) not in have
+            and not (device.index is None and device.type in kinds)
+        ):
+            raise ValueError(
+                f"training option device={self.device!r}: this machine has no such device; it has "
+                f"{', '.join(have)} (or use device=auto)"
+            )
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
@@ -134,6 +158,20 @@ class TrainConfig:
         if self.device == "auto":
             return "cuda" if torch.cuda.is_available() else "cpu"
         return self.device
+
+
+def machine_devices() -> list[str]:
+    """The torch devices of this machine: ``cpu``, then ``cuda:N`` (and ``mps``, ``xpu:N``) that exist."""
+    import torch
+
+    devices = ["cpu"]
+    for kind in ("cuda", "xpu"):
+        backend = getattr(torch, kind, None)
+        if backend is not None and backend.is_available():
+            devices += [f"{kind}:{i}" for i in range(backend.device_count())]
+    if torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
 
 
 def _is_int(value: Any) -> bool:

@@ -21,8 +21,7 @@ still counts as one of the experience's updates, so the batches drawn are those 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -35,6 +34,9 @@ from cltune.strategies.config import TrainConfig
 from cltune.strategies.experience import Experience
 from cltune.strategies.plugin import Plugin
 from cltune.utils import derive_seed, fault_point, seed_everything
+
+if TYPE_CHECKING:
+    from cltune.rundir import RunDirectory
 
 
 class NonFiniteLoss(FloatingPointError):
@@ -100,9 +102,8 @@ class Template:
         self.iteration = 0
         self.update_step = 0
         self.micro_step = 0
-        self.touched: set[str] = set()  # every parameter that has been trainable in this run
         self.extra_results: dict[str, Any] = {}  # plugins' own results, saved in results.json "extra"
-        self.run_dir: Path | None = None  # the run directory, where plugins may save artefacts
+        self.run_dir: RunDirectory | None = None  # where plugins save artefacts (its save_* methods)
 
     def call(self, hook: str) -> None:
         fault_point(hook)
@@ -112,13 +113,7 @@ class Template:
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         return {n: p for n, p in self.model.named_parameters() if p.requires_grad}
 
-    def touched_parameters(self) -> dict[str, nn.Parameter]:
-        """Parameters that may differ from the loaded model: what a checkpoint must keep."""
-        touched = {n: p for n, p in self.model.named_parameters() if n in self.touched}
-        return distributed.full_parameters(touched)
-
     def make_optimizer(self) -> torch.optim.Optimizer:
-        self.touched.update(self.trainable_parameters())
         return make_adamw(self.model, self.config)
 
     def autocast(self) -> torch.autocast:

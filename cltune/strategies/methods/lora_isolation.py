@@ -53,7 +53,7 @@ class AdapterIsolationPlugin(Plugin):
         name = task_name(strategy)
         self.bank.activate([name])
         if strategy.run_dir is not None:
-            self.bank.save(name, strategy.run_dir / "adapters")
+            self.bank.save(name, strategy.run_dir)
         if self.prototypes is not None:
             task = strategy.experience.tasks[0]
             self.prototypes.add(name, self._base_features(strategy, task, train=True))

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from peft import get_peft_model_state_dict, set_peft_model_state_dict
+from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dict
 
 from cltune.adapters import AdapterBank, lora_layers
 from cltune.merging import merge_lora_adapters, merge_lora_factors
@@ -66,8 +66,8 @@ class LoraMergePlugin(Plugin):
         if previous is not None:
             model.delete_adapter(previous["name"])
         if strategy.run_dir is not None:
-            self.bank.save(task_name(strategy), strategy.run_dir / "adapters")
-            self.bank.save(self.merged["name"], strategy.run_dir / "adapters")
+            self.bank.save(task_name(strategy), strategy.run_dir)
+            self.bank.save(self.merged["name"], strategy.run_dir)
 
     def _install(self) -> None:
         """Add the merged adapter with its weights and make it the only active one."""
@@ -79,11 +79,18 @@ class LoraMergePlugin(Plugin):
         self.bank.activate([name])
 
     def state_dict(self) -> dict[str, Any]:
-        return {**self.bank.state_dict(), "merged": self.merged}
+        merged = self.merged
+        if merged is not None:  # the config as PEFT writes it to adapter_config.json (sets as lists)
+            config = {
+                k: sorted(v) if isinstance(v, set) else v for k, v in merged["config"].to_dict().items()
+            }
+            merged = {**merged, "config": config}
+        return {**self.bank.state_dict(), "merged": merged}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.bank.load_state_dict(state)
-        self.merged = state["merged"]
+        merged = state["merged"]
+        self.merged = None if merged is None else {**merged, "config": LoraConfig(**merged["config"])}
         if self.merged is not None:
             self._install()
 

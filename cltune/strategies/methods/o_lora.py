@@ -47,7 +47,7 @@ class OrthogonalLoraPlugin(Plugin):
             self.overlap[name] = orthogonality_loss(self._new, self._old).item()
             strategy.extra_results["orthogonality_loss"] = self.overlap
         if strategy.run_dir is not None:
-            self.bank.save(name, strategy.run_dir / "adapters")
+            self.bank.save(name, strategy.run_dir)
 
     def state_dict(self) -> dict[str, Any]:
         return {**self.bank.state_dict(), "overlap": self.overlap}
