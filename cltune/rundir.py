@@ -432,6 +432,10 @@ class RunDirectory:
             if folder.name != f"checkpoint-{stage}":
                 shutil.rmtree(folder, ignore_errors=True)
 
+    def save_masks(self, task: str, write: Callable[[Path], None]) -> Path:
+        """Write a task's update masks, ``analysis/masks-<task>.safetensors``, as :meth:`save_analysis`."""
+        return self.save_analysis(f"{MASKS_PREFIX}{task}.safetensors", write)
+
     def save_analysis(self, name: str, write: Callable[[Path], None]) -> Path:
         """Write the file ``analysis/<name>`` atomically: ``write(path)`` writes a temporary path
         that then replaces it. Returns the file's path."""

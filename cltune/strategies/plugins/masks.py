@@ -16,7 +16,6 @@ from typing import Any
 from torch import Tensor, nn
 
 from cltune import distributed
-from cltune.rundir import MASKS_PREFIX
 from cltune.selective import MaskedUpdate, density, jaccard, pack_bits, save_masks, unpack_bits
 from cltune.selective.masks import Masks
 from cltune.strategies.calibration import scope_params
@@ -81,9 +80,7 @@ class MaskRecorder:
             self.stats[name]["process_digests"] = same_on_every_process(cpu, name)
         strategy.extra_results["masks"] = dict(self.stats)
         if strategy.run_dir is not None:
-            strategy.run_dir.save_analysis(
-                f"{MASKS_PREFIX}{name}.safetensors", lambda path: save_masks(path, cpu)
-            )
+            strategy.run_dir.save_masks(name, lambda path: save_masks(path, cpu))
 
     def state_dict(self) -> dict[str, Any]:
         return {"stats": self.stats, "previous": self._previous}
