@@ -1,6 +1,8 @@
-"""cltune's Model Tailor against a small re-statement of the authors' code, on fixed tensors.
+"""cltune's Model Tailor and SPIDER against small re-statements of the authors' code, on fixed tensors.
 
 The ``ref_*`` functions below follow the reference code line by line, in plain torch:
+- SPIDER: WenkeHuang/SPIDER @ 197c934, ``Code/train/SPIDER.py`` (``calculate_rank`` and the
+  ``challenge_rank`` block after ``optimizer.step()``);
 - Model Tailor: didizhu-zju/Model-Tailor @ e24dafe, ``llava/train/sparsegpt.py``
   (``SparseGPT.add_batch`` and ``fasterprune`` with ``prunen = 0``, ``use_tops = False``, as
   ``main_model_tailor.py`` calls it: sparsity 0.9, blocksize 128, percdamp 0.01).
@@ -14,10 +16,80 @@ import pytest
 import torch
 from torch import nn
 
+from cltune.selective import spider_share
 from cltune.selective.importance import obs
 from cltune.selective.importance.obs import layer_hessians, sparsegpt_inverse
 from cltune.selective.tailor import tailor_patch
 from cltune.strategies.registry import build_preset
+
+# --- SPIDER ------------------------------------------------------------------------------------
+
+
+def ref_calculate_rank(hp_items):
+    if torch.all(hp_items == 0):
+        return torch.zeros_like(hp_items)
+    hp_items = torch.abs(hp_items)
+    rank_hp_items = (hp_items - torch.mean(hp_items)) / torch.std(hp_items)
+    rank_hp_items = torch.sigmoid(rank_hp_items)
+    return rank_hp_items
+
+
+def ref_challenge_rank(before_param, momentum_current_grad):
+    original_rank = ref_calculate_rank(before_param)
+    new_grad_rank = ref_calculate_rank(momentum_current_grad)
+    challenge_rank = torch.where(
+        original_rank < new_grad_rank,
+        new_grad_rank / (original_rank + new_grad_rank),
+        torch.tensor(0.0),
+    )
+    non_zero_elements = challenge_rank[challenge_rank != 0]
+    if non_zero_elements.numel() > 0:
+        mean_value = non_zero_elements.mean()
+        challenge_rank /= mean_value
+        challenge_rank = torch.where(challenge_rank > 1.0, torch.tensor(1.0), challenge_rank)
+    return challenge_rank
+
+
+def _spider_cases() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    theta, grad = torch.randn(8, 8, generator=g), torch.randn(8, 8, generator=g)
+    return {
+        "random 20": (torch.randn(20, generator=g), torch.randn(20, generator=g)),
+        "random 8x8": (theta, grad),
+        "zero theta_pre (LoRA B at init)": (torch.zeros(8, 8), grad),
+        "zero grad sum": (theta, torch.zeros(8, 8)),
+        "both zero": (torch.zeros(8, 8), torch.zeros(8, 8)),
+        "constant theta_pre (norm at init)": (torch.ones(8, 8), grad),
+        "constant grad sum": (theta, torch.full((8, 8), -0.5)),
+        "one outlier": (torch.tensor([0.0, 0.0, 0.0, 3.0]), torch.tensor([1.0, 1.0, 1.0, 1.5])),
+    }
+
+
+@pytest.mark.parametrize("case", list(_spider_cases()))
+def test_spider_share_is_the_reference_challenge_rank(case):
+    theta_pre, grad_sum = _spider_cases()[case]
+    assert torch.equal(spider_share(theta_pre, grad_sum), ref_challenge_rank(theta_pre, grad_sum))
+
+
+def test_spider_edge_cases_move_what_the_reference_moves():
+    theta, grad = _spider_cases()["random 8x8"]
+    assert torch.equal(spider_share(torch.zeros(8, 8), grad), torch.ones(8, 8))  # all 64 move, fully
+    assert not bool(spider_share(theta, torch.zeros(8, 8)).any())  # ΣG = 0: none of the 64 moves
+    assert not bool(spider_share(torch.ones(8, 8), grad).any())  # constant θ_pre: 0/0, none moves
+
+
+def test_spider_uses_the_unbiased_std():
+    theta, grad = _spider_cases()["random 20"]
+
+    def population_rank(x):
+        a = x.abs()
+        return torch.sigmoid((a - a.mean()) / a.std(correction=0))
+
+    i_pre, i_ft = population_rank(theta), population_rank(grad)
+    share = torch.where(i_pre < i_ft, i_ft / (i_pre + i_ft), torch.zeros(20))
+    share = (share / share[share != 0].mean()).clamp(max=1.0)
+    assert float((spider_share(theta, grad) - share).abs().max()) > 1e-4  # the choice shows at 20 entries
+
 
 # --- Model Tailor --------------------------------------------------------------------------------
 

@@ -146,15 +146,14 @@ def test_si_on_a_one_parameter_quadratic():
 
 
 def test_spider_share_worked_example():
-    # |θ_pre| = 1,2,3,4 → z = −1.342, −0.447, 0.447, 1.342; |ΣG| = 4,3,2,1 → the reverse.
-    # Where I_ft > I_pre (first two): c = σ(1.342) = 0.79276, σ(0.447) = 0.60998;
-    # divided by their mean 0.70137 → 1.1303 (capped to 1) and 0.86970.
+    # |θ_pre| = 1,2,3,4 → z = −1.162, −0.387, 0.387, 1.162 (unbiased std 1.291); |ΣG| = 4,3,2,1 →
+    # the reverse. Where I_ft > I_pre (first two): c = σ(1.162) = 0.76168, σ(0.387) = 0.59563;
+    # divided by their mean 0.67866 → 1.1223 (capped to 1) and 0.87767.
     share = spider_share(torch.tensor([1.0, -2.0, 3.0, -4.0]), torch.tensor([4.0, -3.0, 2.0, 1.0]))
-    torch.testing.assert_close(share, torch.tensor([1.0, 0.8696953, 0.0, 0.0]))
-    # A constant θ_pre has z = 0, I_pre = ½: only the entry with an above-mean |ΣG| gets a share
-    # (σ(1.22)/(½ + σ(1.22)) = 0.606, the mean of the non-zero shares, so 1 after normalising).
+    torch.testing.assert_close(share, torch.tensor([1.0, 0.8776662, 0.0, 0.0]))
+    # A constant θ_pre has no ranking (0/0 in the reference's z-score): none of it moves.
     flat = spider_share(torch.ones(3), torch.tensor([1.0, 2.0, 3.0]))
-    assert torch.equal(flat, torch.tensor([0.0, 0.0, 1.0]))
+    assert torch.equal(flat, torch.zeros(3))
 
 
 def test_spider_merge_rule_is_exact_at_the_ends():
