@@ -134,8 +134,10 @@ def test_lt_sft_keeps_exactly_the_stated_fraction(tiny, default_stream, tmp_path
     template.train(Experience(1, [_task(default_stream)]))
     masks = load_masks(tmp_path / "analysis" / "masks-parity.safetensors")
     for name, changed in _changed(template, before).items():
-        assert int(masks[name].sum()) == n_keep(0.05, masks[name].numel())
         assert torch.equal(changed, masks[name] & (before[name] != 0)), name
+    # one threshold over the whole scope, as the reference: the count is exact in total only
+    assert sum(int(m.sum()) for m in masks.values()) == n_keep(0.05, sum(m.numel() for m in masks.values()))
+    assert len({round(float(m.float().mean()), 3) for m in masks.values()}) > 1
     assert template.model.training is False  # phase 1 ran inside; the template still closes the experience
 
 
