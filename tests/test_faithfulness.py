@@ -169,7 +169,7 @@ def _layer(d_out: int = 8, d_in: int = 300, seed: int = 0):
     inputs = torch.randn(6, 20, d_in, generator=g) @ torch.randn(d_in, d_in, generator=g) / d_in**0.5
     inputs[..., 7] = 0.0  # a dead input: H_77 = 0
     H, n = torch.zeros(d_in, d_in), 0
-    for sequence in inputs:  # one sequence at a time, as main_model_tailor.py feeds it
+    for sequence in inputs:  # one sequence per add_batch call: n counts sequences
         H, n = ref_add_batch(H, n, sequence)
     pre = torch.randn(d_out, d_in, generator=g)
     ft = pre + 0.1 * torch.randn(d_out, d_in, generator=g)

@@ -55,10 +55,10 @@ def layer_hessians(
     in SparseGPT's ``fasterprune``, a dead input (H_jj = 0) gets H_jj = 1 and the diagonal gets
     λ·mean(diag H) (λ = ``damping``), so H⁻¹ exists when some inputs are dead or n < d_in.
     Inputs are collected with forward hooks while the model runs on ``batches``; rows at
-    padding positions (``attention_mask`` == 0) are left out (the reference keeps them; it
-    calibrates on one unpadded sequence at a time). Only 2-D weights of ``nn.Linear`` modules
-    in ``params`` count (found by identity, so a tied ``lm_head`` appears under its name in
-    ``params``). Memory: one float32 d_in × d_in matrix per layer; pass a smaller ``params``.
+    padding positions (``attention_mask`` == 0) are left out (the reference keeps them). Only
+    2-D weights of ``nn.Linear`` modules in ``params`` count (found by identity, so a tied
+    ``lm_head`` appears under its name in ``params``). Memory: one float32 d_in × d_in matrix
+    per layer; pass a smaller ``params`` to bound it.
     """
     require_params(params)
     by_id = {id(p): name for name, p in params.items()}
