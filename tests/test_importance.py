@@ -146,15 +146,14 @@ def test_si_on_a_one_parameter_quadratic():
 
 
 def test_spider_share_worked_example():
-    # |θ_pre| = 1,2,3,4 → z = −1.342, −0.447, 0.447, 1.342; |ΣG| = 4,3,2,1 → the reverse.
-    # Where I_ft > I_pre (first two): c = σ(1.342) = 0.79276, σ(0.447) = 0.60998;
-    # divided by their mean 0.70137 → 1.1303 (capped to 1) and 0.86970.
+    # |θ_pre| = 1,2,3,4 → z = −1.162, −0.387, 0.387, 1.162 (unbiased std 1.291); |ΣG| = 4,3,2,1 →
+    # the reverse. Where I_ft > I_pre (first two): c = σ(1.162) = 0.76168, σ(0.387) = 0.59563;
+    # divided by their mean 0.67866 → 1.1223 (capped to 1) and 0.87767.
     share = spider_share(torch.tensor([1.0, -2.0, 3.0, -4.0]), torch.tensor([4.0, -3.0, 2.0, 1.0]))
-    torch.testing.assert_close(share, torch.tensor([1.0, 0.8696953, 0.0, 0.0]))
-    # A constant θ_pre has z = 0, I_pre = ½: only the entry with an above-mean |ΣG| gets a share
-    # (σ(1.22)/(½ + σ(1.22)) = 0.606, the mean of the non-zero shares, so 1 after normalising).
+    torch.testing.assert_close(share, torch.tensor([1.0, 0.8776662, 0.0, 0.0]))
+    # A constant θ_pre has no ranking (0/0 in the reference's z-score): none of it moves.
     flat = spider_share(torch.ones(3), torch.tensor([1.0, 2.0, 3.0]))
-    assert torch.equal(flat, torch.tensor([0.0, 0.0, 1.0]))
+    assert torch.equal(flat, torch.zeros(3))
 
 
 def test_spider_merge_rule_is_exact_at_the_ends():
@@ -194,9 +193,10 @@ def test_obs_matches_numpy_and_skips_padding():
     scores = obs(model, dict(model.named_parameters()), batches)
 
     x = inputs.reshape(-1, 3).numpy()[mask.reshape(-1).numpy() == 1].astype(np.float64)
-    h = 2.0 / len(x) * x.T @ x
+    h = 2.0 / 2 * x.T @ x  # n = 2 calibration sequences, as SparseGPT counts
     h += 0.01 * np.mean(np.diag(h)) * np.eye(3)
-    expected = weight.numpy() ** 2 / np.diag(np.linalg.inv(h))[None, :] ** 2
+    upper = np.linalg.cholesky(np.linalg.inv(h)).T  # H⁻¹ = UᵀU
+    expected = weight.numpy() ** 2 / np.diag(upper)[None, :] ** 2
     np.testing.assert_allclose(scores["lin.weight"].numpy(), expected, rtol=1e-4)
 
 

@@ -1,5 +1,5 @@
 """Selective strategies on the real tiny LLaVA: exactly the chosen entries move, masks are saved,
-the kept fractions are exact, Model Tailor's compensation is the least-squares optimum, and bad
+the kept fractions are exact, Model Tailor's "exact" compensation is the least-squares optimum, and bad
 options are refused with clear errors."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from cltune.models.scopes import scope_parameters
 from cltune.rundir import RunDirectory
 from cltune.selective import hft_select, load_masks, n_keep, spider_shares, topk_masks
 from cltune.selective.importance import gradient
-from cltune.selective.tailor import obs_compensate, tailor_scores
+from cltune.selective.tailor import obs_compensate
 from cltune.strategies.config import TrainConfig
 from cltune.strategies.experience import Experience
 from cltune.strategies.plugin import Plugin
@@ -134,8 +134,10 @@ def test_lt_sft_keeps_exactly_the_stated_fraction(tiny, default_stream, tmp_path
     template.train(Experience(1, [_task(default_stream)]))
     masks = load_masks(tmp_path / "analysis" / "masks-parity.safetensors")
     for name, changed in _changed(template, before).items():
-        assert int(masks[name].sum()) == n_keep(0.05, masks[name].numel())
         assert torch.equal(changed, masks[name] & (before[name] != 0)), name
+    # one threshold over the whole scope, as the reference: the count is exact in total only
+    assert sum(int(m.sum()) for m in masks.values()) == n_keep(0.05, sum(m.numel() for m in masks.values()))
+    assert len({round(float(m.float().mean()), 3) for m in masks.values()}) > 1
     assert template.model.training is False  # phase 1 ran inside; the template still closes the experience
 
 
@@ -144,9 +146,16 @@ def test_model_tailor_keeps_exactly_the_stated_fraction(tiny, default_stream, tm
     before = _scope(template)
     template.train(Experience(1, [_task(default_stream)]))
     masks = load_masks(tmp_path / "analysis" / "masks-parity.safetensors")
+    linear = {id(m.weight) for m in template.model.modules() if isinstance(m, torch.nn.Linear)}
+    params = dict(template.model.named_parameters())
     moved = kept = 0
     for name, changed in _changed(template, before).items():
-        assert int(masks[name].sum()) == n_keep(0.1, masks[name].numel())
+        if id(params[name]) in linear:  # the reference's count: n − ⌊0.9·n⌋ − 1 per 128-column block
+            for start in range(0, masks[name].shape[1], 128):
+                block = masks[name][:, start : start + 128]
+                assert int(block.sum()) == block.numel() - int(block.numel() * 0.9) - 1, name
+        else:  # the tensors the reference does not patch: the top 10 % by |Δ|
+            assert int(masks[name].sum()) == n_keep(0.1, masks[name].numel()), name
         assert not bool((changed & ~masks[name]).any()), name  # outside the patch: θ_pre bit for bit
         moved, kept = moved + int(changed.sum()), kept + int(masks[name].sum())
     assert 0.5 * kept < moved <= kept
@@ -203,16 +212,6 @@ def test_obs_compensation_is_the_least_squares_optimum():
         d = (out[row] - ft[row]).double().numpy()
         np.testing.assert_allclose((h @ d)[k], 0.0, atol=1e-4)
     assert torch.allclose(obs_compensate(ft, pre, keep, hessian, max_elements=16), out)  # row chunks
-
-
-def test_tailor_scores_fuse_the_z_scores_of_salience_and_sensitivity():
-    delta = torch.tensor([[1.0, -2.0, 3.0], [0.5, 0.0, -1.0]])
-    inv_diag = torch.tensor([1.0, 2.0, 0.5])
-    d, s = delta.numpy(), (delta.numpy() ** 2) / inv_diag.numpy() ** 2
-    z = lambda a: (a - a.mean()) / a.std()  # noqa: E731 — population std, as in the code
-    fused = tailor_scores({"w": delta, "v": delta[0]}, {"w": inv_diag})
-    np.testing.assert_allclose(fused["w"].numpy(), 0.8 * z(np.abs(d)) + 0.2 * z(s), rtol=1e-5)
-    np.testing.assert_allclose(fused["v"].numpy(), z(np.abs(d[0])), rtol=1e-5)  # no Hessian: salience
 
 
 MASK_STRATEGIES = ["gmt", "importance-mask", "lt-sft", "model-tailor", "magnitude-mask", "hft"]

@@ -1,4 +1,4 @@
-"""Optimal-Brain-Surgeon sensitivity of Linear weights (Model Tailor)."""
+"""SparseGPT's layer-wise Hessian and saliency of Linear weights (Model Tailor's sensitivity)."""
 
 from __future__ import annotations
 
@@ -18,19 +18,27 @@ def obs(
     damping: float = 0.01,
     dtype: torch.dtype | None = None,
 ) -> Scores:
-    """S_ij = W_ij² / [H⁻¹]_jj², H = 2/n Σ_x x xᵀ over the n calibration inputs x of the layer.
+    """S_ij = W_ij² / U_jj², U the upper Cholesky factor of H⁻¹ (H⁻¹ = UᵀU), H from :func:`layer_hessians`.
 
-    The sensitivity of Model Tailor (Zhu et al., ICML 2024, "Model Tailor: Mitigating
-    Catastrophic Forgetting in Multi-modal Large Language Models"), the Optimal Brain Surgeon
-    saliency (Hassibi & Stork, NeurIPS 1992) with the layer-wise Hessian of SparseGPT
-    (Frantar & Alistarh, ICML 2023); H is built by :func:`layer_hessians`. Only 2-D weights of
-    ``nn.Linear`` modules that are in ``params`` are scored.
+    The pruning score of SparseGPT (Frantar & Alistarh, ICML 2023, ``sparsegpt.py``:
+    ``W1 ** 2 / diag(Hinv1) ** 2``), which Model Tailor (Zhu et al., ICML 2024) uses as its
+    sensitivity (``llava/train/sparsegpt.py`` of didizhu-zju/Model-Tailor). Since
+    U_jj² = [(H_{j:,j:})⁻¹]_jj, S is twice the Optimal-Brain-Surgeon loss of zeroing W_ij
+    (Hassibi & Stork, NeurIPS 1992) once the columns before j are fixed, SparseGPT's column
+    order; for a diagonal H it is W_ij² / [H⁻¹]_jj. Only 2-D weights of ``nn.Linear`` modules
+    that are in ``params`` are scored.
     """
     scores: dict[str, Tensor] = {}
     for name, (module, hessian) in layer_hessians(model, params, batches, damping=damping).items():
-        inv_diag = torch.cholesky_inverse(torch.linalg.cholesky(hessian)).diagonal()
-        scores[name] = module.weight.detach().float().pow(2) / inv_diag.pow(2)
+        u_diag = sparsegpt_inverse(hessian).diagonal()
+        scores[name] = module.weight.detach().float().pow(2) / u_diag.pow(2)
     return finish(scores, dtype)
+
+
+def sparsegpt_inverse(hessian: Tensor) -> Tensor:
+    """U, the upper Cholesky factor of H⁻¹ (H⁻¹ = UᵀU), computed as SparseGPT does."""
+    inverse = torch.cholesky_inverse(torch.linalg.cholesky(hessian))
+    return torch.linalg.cholesky(inverse, upper=True)
 
 
 def layer_hessians(
@@ -40,14 +48,17 @@ def layer_hessians(
     *,
     damping: float = 0.01,
 ) -> dict[str, tuple[nn.Linear, Tensor]]:
-    """The damped layer-wise Hessian H = 2/n Σ_x x xᵀ + λ·mean(diag H)·I of each Linear in ``params``.
+    """The damped layer-wise Hessian of each Linear in ``params``, as SparseGPT builds it.
 
+    H = 2/n Σ_x x xᵀ, x the layer's input rows and n the number of calibration sequences
+    (SparseGPT's ``add_batch`` counts ``inp.shape[0]``; a 2-D input counts its rows); then, as
+    in SparseGPT's ``fasterprune``, a dead input (H_jj = 0) gets H_jj = 1 and the diagonal gets
+    λ·mean(diag H) (λ = ``damping``), so H⁻¹ exists when some inputs are dead or n < d_in.
     Inputs are collected with forward hooks while the model runs on ``batches``; rows at
-    padding positions (``attention_mask`` == 0) are left out. Damping, as in SparseGPT
-    (λ = ``damping``; λ·I if diag H is all zero), so H⁻¹ exists when some inputs are dead or
-    n < d_in. Only 2-D weights of ``nn.Linear`` modules in ``params`` count (found by identity,
-    so a tied ``lm_head`` appears under its name in ``params``). Memory: one float32
-    d_in × d_in matrix per layer; pass a smaller ``params`` to bound it.
+    padding positions (``attention_mask`` == 0) are left out (the reference keeps them). Only
+    2-D weights of ``nn.Linear`` modules in ``params`` count (found by identity, so a tied
+    ``lm_head`` appears under its name in ``params``). Memory: one float32 d_in × d_in matrix
+    per layer; pass a smaller ``params`` to bound it.
     """
     require_params(params)
     by_id = {id(p): name for name, p in params.items()}
@@ -78,15 +89,16 @@ def layer_hessians(
 
     hessians: dict[str, tuple[nn.Linear, Tensor]] = {}
     for name, m in linears.items():
-        hessian = 2.0 * collector.gram[name] / max(collector.rows[name], 1)
-        mean_diag = hessian.diagonal().mean()
-        hessian.diagonal().add_(damping * mean_diag if bool(mean_diag > 0) else damping)
+        hessian = 2.0 * collector.gram[name] / max(collector.samples[name], 1)
+        diagonal = hessian.diagonal()
+        diagonal.masked_fill_(diagonal == 0, 1.0)
+        diagonal.add_(damping * diagonal.mean())
         hessians[name] = (m, hessian)
     return hessians
 
 
 class _GramCollector:
-    """Forward hooks that sum x xᵀ over the (non-padding) input rows of each Linear."""
+    """Forward hooks that sum x xᵀ over the (non-padding) input rows of each Linear, and count its inputs."""
 
     def __init__(self, linears: dict[str, nn.Linear]) -> None:
         self.gram = {
@@ -94,11 +106,13 @@ class _GramCollector:
             for name, m in linears.items()
         }
         self.rows = dict.fromkeys(linears, 0)
+        self.samples = dict.fromkeys(linears, 0)
         self.keep: Tensor | None = None
 
     def hook(self, name: str) -> Callable[[nn.Module, tuple[Tensor, ...], Tensor], None]:
         def collect(module: nn.Module, inputs: tuple[Tensor, ...], output: Tensor) -> None:
             x = inputs[0].detach()
+            self.samples[name] += x.shape[0]
             if self.keep is not None and x.dim() == 3 and x.shape[:2] == self.keep.shape:
                 x = x[self.keep.to(x.device)]
             x = x.reshape(-1, x.shape[-1]).float()

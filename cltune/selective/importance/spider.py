@@ -4,7 +4,9 @@ Huang et al., ICML 2025, "Learn from Downstream and Be Yourself in Multimodal La
 Models Fine-Tuning" (arXiv:2411.10928): Specialization via Importance Discrepancy Evaluation
 for Refinement. Per tensor, the pre-training importance is the frozen weight magnitude and the
 fine-tuning importance the accumulated gradient magnitude; each entry moves from θ_pre towards
-the fine-tuned value by its share c of the two.
+the fine-tuned value by its share c of the two. The rules follow the authors' code
+(WenkeHuang/SPIDER, commit 197c934, ``Code/train/SPIDER.py``: ``calculate_rank`` and the
+``challenge_rank`` step), edge cases included.
 """
 
 from __future__ import annotations
@@ -18,25 +20,33 @@ from ._common import Batch, Params, Scores, batch_gradients, finish
 from .gradient import accumulate_
 
 
-def _zscore(x: Tensor) -> Tensor:
-    """(x − mean) / std within the tensor, population std; a constant tensor maps to 0."""
-    std = x.std(correction=0)
-    if not bool(std > 0):
+def spider_importance(x: Tensor) -> Tensor:
+    """σ((|x| − mean|x|) / std|x|) within the tensor, float32: the reference's ``calculate_rank``.
+
+    The std is unbiased (``torch.std``). An all-zero tensor (LoRA B at init, a zero gradient)
+    maps to 0, the reference's special case, so that nothing is less important than it. A
+    constant non-zero tensor gives NaN (0/0), as in the reference; NaN never wins the comparison
+    in :func:`spider_share`, so none of the tensor's entries move.
+    """
+    x = x.detach().float()
+    if not bool(x.any()):
         return torch.zeros_like(x)
-    return (x - x.mean()) / std
+    magnitude = x.abs()
+    return torch.sigmoid((magnitude - magnitude.mean()) / magnitude.std())
 
 
 def spider_share(pretrained: Tensor, grad_sum: Tensor) -> Tensor:
     """Update share c of one tensor, in [0, 1] (float32).
 
-    I_pre = σ(z(|θ_pre|)) and I_ft = σ(z(|ΣG|)), z the z-score within the tensor and σ the
-    sigmoid; c = I_ft / (I_pre + I_ft) where I_ft > I_pre, else 0; then c is divided by the
-    mean of its non-zero entries and capped at 1.
+    I_pre = ``spider_importance(θ_pre)`` and I_ft = ``spider_importance(ΣG)``;
+    c = I_ft / (I_pre + I_ft) where I_pre < I_ft, else 0; then c is divided by the mean of its
+    non-zero entries and capped at 1. So an all-zero θ_pre (and a non-zero ΣG) gives c = 1
+    everywhere, and an all-zero ΣG gives c = 0 everywhere.
     """
-    i_pre = torch.sigmoid(_zscore(pretrained.detach().float().abs()))
-    i_ft = torch.sigmoid(_zscore(grad_sum.detach().float().abs()))
-    share = torch.where(i_ft > i_pre, i_ft / (i_pre + i_ft), torch.zeros_like(i_ft))
-    nonzero = share > 0
+    i_pre = spider_importance(pretrained)
+    i_ft = spider_importance(grad_sum)
+    share = torch.where(i_pre < i_ft, i_ft / (i_pre + i_ft), torch.zeros_like(i_ft))
+    nonzero = share != 0
     if not bool(nonzero.any()):
         return share
     return (share / share[nonzero].mean()).clamp_(max=1.0)

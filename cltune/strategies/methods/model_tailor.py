@@ -2,11 +2,14 @@
 
 Zhu et al., ICML 2024, "Model Tailor: Mitigating Catastrophic Forgetting in Multi-modal Large
 Language Models" (arXiv:2402.12048). Each experience is a plain fine-tune of the scope; at its
-end the delta Δ = θ_ft − θ_pre is cut to the top ``ratio`` entries per tensor by
-0.8·z(salience) + 0.2·z(sensitivity), every other entry is reset to θ_pre, and the kept entries
-of the Linear weights are compensated by OBS on the layer-input Hessian of ``calibration_batches``
-batches of the experience's own training data run through the fine-tuned model
-(:mod:`cltune.selective.tailor`). θ_pre is the model at the start of each experience.
+end every Linear weight is patched as the authors' code does (:func:`cltune.selective.tailor.
+tailor_patch`: per 128-column block, the top ``ratio`` entries by 0.8·z(|Δ|) + 0.2·z(W²/U_jj²)
+are kept, the rest reset to θ_pre, the kept ones compensated as ``compensate`` says), with the
+layer-input Hessians of ``calibration_batches`` batches of the experience's own training data
+run through the fine-tuned model, all layers in one pass. The other tensors of the scope (norms,
+embeddings), which the reference leaves fine-tuned, keep their top ``ratio`` entries by |Δ|, so
+the whole scope is a sparse patch. θ_pre is the model at the start of each experience.
+Deviations from the reference: ``docs/FAITHFULNESS.md``.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from torch import Tensor
 
 from cltune.selective import topk_masks
 from cltune.selective.importance.obs import layer_hessians
-from cltune.selective.tailor import obs_compensate, tailor_scores
+from cltune.selective.tailor import Compensation, check_compensation, tailor_patch
 from cltune.strategies.calibration import scope_params, snapshot
 from cltune.strategies.plugin import Plugin
 from cltune.strategies.plugins.masks import MaskRecorder, check_mask_options
@@ -28,7 +31,7 @@ from cltune.strategies.registry import Preset, register
 class ModelTailorPlugin(Plugin):
     full_parameters = "it patches whole parameters from Hessians after every experience"
 
-    def __init__(self, ratio: float, calibration_batches: int, compensate: bool):
+    def __init__(self, ratio: float, calibration_batches: int, compensate: Compensation):
         self.ratio = ratio
         self.calibration_batches = calibration_batches
         self.compensate = compensate
@@ -43,18 +46,14 @@ class ModelTailorPlugin(Plugin):
         params = scope_params(strategy, "model-tailor")
         batches = strategy.calibration_batches(self.calibration_batches, "model-tailor")
         hessians = layer_hessians(strategy.model, params, batches)
-        inverse_diag = {
-            name: torch.cholesky_inverse(torch.linalg.cholesky(h)).diagonal()
-            for name, (_, h) in hessians.items()
-        }
-        delta = {name: p.detach() - self._pre[name] for name, p in params.items()}
-        masks = topk_masks(tailor_scores(delta, inverse_diag), self.ratio)
-        del delta
+        masks = {}
         for name, p in params.items():
-            if self.compensate and name in hessians:
-                patched = obs_compensate(p, self._pre[name], masks[name], hessians[name][1])
+            pre = self._pre[name]
+            if name in hessians:
+                patched, masks[name] = tailor_patch(p, pre, hessians[name][1], self.ratio, self.compensate)
             else:
-                patched = torch.where(masks[name], p, self._pre[name])
+                masks[name] = topk_masks({name: (p.detach() - pre).abs()}, self.ratio)[name]
+                patched = torch.where(masks[name], p, pre)
             p.copy_(patched)
         self._pre = {}
         self.recorder.record(strategy, masks, ratio=self.ratio)
@@ -67,9 +66,14 @@ class ModelTailorPlugin(Plugin):
 
 
 @register("model-tailor")
-def model_tailor(ratio: float = 0.1, calibration_batches: int = 8, compensate: bool = True) -> Preset:
-    """Model Tailor: fine-tune, keep the top-ratio patch of the delta (fused score), OBS-compensate it."""
+def model_tailor(ratio: float = 0.1, calibration_batches: int = 8, compensate: str = "reference") -> Preset:
+    """Model Tailor: fine-tune, keep the top-ratio patch of the delta (fused score), compensate it.
+
+    ``compensate``: ``"reference"`` (the authors' update), ``"exact"`` (least-squares OBS) or
+    ``"none"``; see :data:`cltune.selective.tailor.COMPENSATIONS`.
+    """
     check_mask_options("model-tailor", ratio, "tensor", allow_auto=False)
+    check_compensation("model-tailor", compensate)
     if calibration_batches < 1:
         raise ValueError(
             f"model-tailor: calibration_batches must be a positive integer, got {calibration_batches}"
