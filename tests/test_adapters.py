@@ -88,21 +88,38 @@ def prototype_run(recipe, tmp_path_factory):
 # --- pure pieces ----------------------------------------------------------------------------
 
 
-def test_orthogonality_loss_is_the_squared_overlap_of_a_rows() -> None:
+def test_orthogonality_loss_equals_the_o_lora_code_on_concatenated_old_factors() -> None:
+    # O-LoRA's src/uie_trainer_lora.py (cmnfriend/O-LoRA@07117e1): the earlier adapters' lora_A are
+    # concatenated into one (r_sum, in) matrix and the loss is torch.abs(torch.mm(lora_A, loranew_A.T)).sum().
+    torch.manual_seed(0)
+    old = [{m: torch.randn(4, 6) for m in ("q", "v")} for _ in range(2)]
+    new = {m: torch.randn(4, 6) for m in ("q", "v")}
+    reference = sum(
+        torch.abs(torch.mm(torch.cat([adapter[m] for adapter in old]), new[m].T)).sum() for m in new
+    )
+    assert orthogonality_loss(new, old).item() == pytest.approx(reference.item(), rel=1e-6)
+
+
+def test_orthogonality_loss_by_hand_in_both_norms() -> None:
     old = {"q": torch.tensor([[1.0, 0.0, 0.0]]), "v": torch.tensor([[0.0, 0.0, 2.0]])}
     orthogonal = {"q": torch.tensor([[0.0, 3.0, 0.0]]), "v": torch.tensor([[1.0, 0.0, 0.0]])}
     assert orthogonality_loss(orthogonal, [old]).item() == 0.0
-    # q: A_old A_newᵀ = [1·2] -> 4; v: [2·1 + 0] -> 4; second old adapter has only q: [0·2+1·1] -> 1
-    new = {"q": torch.tensor([[2.0, 1.0, 0.0]]), "v": torch.tensor([[0.0, 5.0, 1.0]])}
+    assert orthogonality_loss(orthogonal, [old], squared=True).item() == 0.0
+    # q: A_old A_newᵀ = [−2]; v: [2·1] = [2]; second old adapter has only q: [0·−2 + 1·1] = [1]
+    new = {"q": torch.tensor([[-2.0, 1.0, 0.0]]), "v": torch.tensor([[0.0, 5.0, 1.0]])}
     other = {"q": torch.tensor([[0.0, 1.0, 0.0]])}
-    assert orthogonality_loss(new, [old, other]).item() == 4.0 + 4.0 + 1.0
+    assert orthogonality_loss(new, [old, other]).item() == 2.0 + 2.0 + 1.0
+    assert orthogonality_loss(new, [old, other], squared=True).item() == 4.0 + 4.0 + 1.0
 
 
 def test_orthogonality_loss_moves_only_the_new_adapter() -> None:
     old = {"q": torch.tensor([[1.0, 1.0]], requires_grad=True)}
     new = {"q": torch.tensor([[1.0, 0.0]], requires_grad=True)}
     orthogonality_loss(new, [old]).backward()
-    assert old["q"].grad is None and new["q"].grad.tolist() == [[2.0, 2.0]]  # d(a·b)²/db = 2(a·b)a
+    assert old["q"].grad is None and new["q"].grad.tolist() == [[1.0, 1.0]]  # d|a·b|/db = sign(a·b)a
+    squared = {"q": torch.tensor([[1.0, 0.0]], requires_grad=True)}
+    orthogonality_loss(squared, [old], squared=True).backward()
+    assert squared["q"].grad.tolist() == [[2.0, 2.0]]  # d(a·b)²/db = 2(a·b)a
 
 
 def test_prototype_router_uses_the_shared_covariance() -> None:
