@@ -1,5 +1,5 @@
 """The frozen vision tower's memo on the real tiny LLaVA (CLIP tower): same outputs, one tower run
-per image, never stale, never across gradients."""
+per image, never stale, never across gradients, keyed by raw bytes in any dtype."""
 
 from __future__ import annotations
 
@@ -173,3 +173,26 @@ def test_a_hook_inside_the_tower_sees_every_image(tiny, batch):
     with torch.no_grad():
         model(**batch)
     assert len(cache) == 6  # without the hook, the memo serves again
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_pixels_are_keyed_by_their_raw_bytes(tiny, batch, dtype):
+    # A tiny Llama4's processor returns bf16 pixels; numpy has no bfloat16, so hashing through it died.
+    model, _ = tiny
+    model.to(dtype)
+    tower = model.model.vision_tower
+    cache = cache_tower_features(model)
+    pixels = batch["pixel_values"].to(dtype)
+    nudged = pixels.clone()
+    nudged.view(torch.int16)[0, 0, 0, 0] += 1  # one unit in the last place of one pixel of row 0
+    with torch.no_grad():
+        first = tower(pixels)
+        served = tower(pixels)
+        moved = tower(nudged)
+        fresh = _uncached(model, lambda: tower(pixels))
+        fresh_moved = _uncached(model, lambda: tower(nudged))
+    assert served.last_hidden_state.dtype == dtype
+    assert (cache.misses, cache.hits) == (6 + 1, 6 + 5)  # only the nudged row is new
+    for output, expected in ((first, fresh), (served, fresh), (moved, fresh_moved)):
+        assert torch.equal(output.last_hidden_state, expected.last_hidden_state)
+        assert torch.equal(output.pooler_output, expected.pooler_output)

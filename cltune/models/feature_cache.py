@@ -147,10 +147,12 @@ class TowerFeatureCache:
 
 
 def _row_key(call: str, tensors: list[torch.Tensor]) -> str:
+    """A digest of the call and of each tensor's dtype, shape and raw bytes (any dtype: the bytes
+    are read as ``uint8``, so bfloat16, which numpy lacks, hashes like every other dtype)."""
     digest = hashlib.sha1(call.encode())
     for t in tensors:
         digest.update(repr((t.dtype, tuple(t.shape))).encode())
-        digest.update(t.detach().contiguous().cpu().numpy().tobytes())
+        digest.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
