@@ -35,6 +35,7 @@ from cltune.evaluation.evaluator import TaskScore, evaluate
 from cltune.evaluation.reuse import EvalReuse
 from cltune.loggers import build_loggers, check_loggers
 from cltune.matrix import ZERO_SHOT, AccuracyMatrix
+from cltune.models.feature_cache import memo_summary
 from cltune.models.loading import load_model
 from cltune.strategies.config import TrainConfig
 from cltune.strategies.experience import Experience
@@ -447,6 +448,7 @@ def run_experiment(
                 "timings": timings,
                 "versions": _versions(),
                 "runtime": _runtime(strategy.device),
+                "feature_memo": memo_summary(strategy.model),
                 "extra": strategy.extra_results,
             }
             run.save_results(results)
