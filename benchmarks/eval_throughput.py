@@ -35,7 +35,6 @@ from cltune.data.encode import collate
 from cltune.data.task import Task
 from cltune.evaluation.generate import answer_token_budget, generate_answers
 from cltune.evaluation.reuse import TensorDigests, answer_fingerprint
-from cltune.models.feature_cache import cache_tower_features
 from cltune.strategies.config import TrainConfig
 from cltune.strategies.template import Template
 
@@ -87,12 +86,11 @@ def run(args: argparse.Namespace) -> tuple[dict, dict]:
 
         model, processor = load_model(args.model)
         encoder = Encoder(processor, args.model)
-    cache_tower_features(model).enabled = False
     tasks = [
         Task(t.name, t.train, t.test.select(range(min(args.rows, len(t.test)))), t.metric)
         for t in (*stream.tasks, *stream.general)
     ]
-    config = TrainConfig(eval_batch_size=args.batch_size, device="cpu")
+    config = TrainConfig(eval_batch_size=args.batch_size, device="cpu", feature_memo=False)
     strategy = Template(model, encoder, config, progress=False)
     loops: dict[str, Callable[[Task], list[str]]] = {
         "cltune": lambda task: generate_answers(strategy, task, progress=False),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import statistics
 import time
 from pathlib import Path
@@ -50,9 +51,9 @@ def training(base: torch.nn.Module, encoder: Encoder, task: Task, config: TrainC
     """Wall time of one experience from ``base``'s weights, and the trained weights."""
     model = copy.deepcopy(base)  # a copy's memo starts empty: the first epoch computes every image
     set_trainable(model, SCOPE)
-    cache_tower_features(model).enabled = memo
     started = time.perf_counter()
-    Template(model, encoder, config, progress=False).train(Experience(1, [task]))
+    strategy = Template(model, encoder, dataclasses.replace(config, feature_memo=memo), progress=False)
+    strategy.train(Experience(1, [task]))
     seconds = time.perf_counter() - started
     return seconds, {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
 

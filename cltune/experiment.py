@@ -31,6 +31,7 @@ from cltune.evaluation.evaluator import TaskScore, evaluate
 from cltune.evaluation.reuse import EvalReuse, TensorDigests
 from cltune.loggers import build_loggers, check_loggers
 from cltune.matrix import ZERO_SHOT, AccuracyMatrix
+from cltune.models.feature_cache import memo_summary
 from cltune.models.loading import load_model
 from cltune.rundir import (
     RESULTS_SCHEMA,
@@ -389,6 +390,7 @@ class _Experiment:
             "timings": self.timings,
             "versions": _versions(),
             "runtime": _runtime(self.strategy.device),
+            "feature_memo": memo_summary(self.strategy.model),
             "extra": self.strategy.extra_results,
         }
         self.run.save_results(results)

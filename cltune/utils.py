@@ -6,7 +6,6 @@ import difflib
 import json
 import os
 import platform
-import random
 import shutil
 import signal
 import tempfile
@@ -161,12 +160,13 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
 
 
 def seed_everything(seed: int) -> None:
-    import numpy as np
-    import torch
+    """Seed python's ``random``, numpy and torch (every device) with ``transformers.set_seed``.
 
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    ``seed`` must lie in ``[0, 2**32)`` (numpy's range), as :func:`derive_seed`'s do.
+    """
+    from transformers import set_seed
+
+    set_seed(seed)
 
 
 def derive_seed(seed: int, *parts: object) -> int:

@@ -1,16 +1,21 @@
 """The frozen vision tower's memo on the real tiny LLaVA (CLIP tower): same outputs, one tower run
-per image, never stale, never across gradients."""
+per image, never stale, never across gradients, keyed by raw bytes in any dtype, an option of a run."""
 
 from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 
 from cltune.data.encode import Encoder, collate
-from cltune.models.feature_cache import ATTRIBUTE, cache_tower_features
+from cltune.experiment import RunSpec, run_experiment
+from cltune.models.feature_cache import ATTRIBUTE, cache_tower_features, installed_memo, memo_summary
+from cltune.models.loading import load_model
 from cltune.models.scopes import part_module, set_trainable
+from cltune.strategies.config import TrainConfig
+from cltune.strategies.template import Template
 
 
 @pytest.fixture
@@ -173,3 +178,67 @@ def test_a_hook_inside_the_tower_sees_every_image(tiny, batch):
     with torch.no_grad():
         model(**batch)
     assert len(cache) == 6  # without the hook, the memo serves again
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_pixels_are_keyed_by_their_raw_bytes(tiny, batch, dtype):
+    # A tiny Llama4's processor returns bf16 pixels; numpy has no bfloat16, so hashing through it died.
+    model, _ = tiny
+    model.to(dtype)
+    tower = model.model.vision_tower
+    cache = cache_tower_features(model)
+    pixels = batch["pixel_values"].to(dtype)
+    nudged = pixels.clone()
+    nudged.view(torch.int16)[0, 0, 0, 0] += 1  # one unit in the last place of one pixel of row 0
+    with torch.no_grad():
+        first = tower(pixels)
+        served = tower(pixels)
+        moved = tower(nudged)
+        fresh = _uncached(model, lambda: tower(pixels))
+        fresh_moved = _uncached(model, lambda: tower(nudged))
+    assert served.last_hidden_state.dtype == dtype
+    assert (cache.misses, cache.hits) == (6 + 1, 6 + 5)  # only the nudged row is new
+    for output, expected in ((first, fresh), (served, fresh), (moved, fresh_moved)):
+        assert torch.equal(output.last_hidden_state, expected.last_hidden_state)
+        assert torch.equal(output.pooler_output, expected.pooler_output)
+
+
+def test_the_training_option_turns_the_memo_on_and_off(tiny, batch, default_stream):
+    model, processor = tiny
+    encoder = Encoder(processor, "tiny")
+    runs = TowerRuns(model.model.vision_tower)
+    Template(model, encoder, TrainConfig(feature_memo=False))
+    with torch.no_grad():
+        model(**batch)
+        model(**batch)
+    assert runs.images == 12 and memo_summary(model) == {"enabled": False, "hits": 0, "misses": 0}
+    Template(model, encoder, TrainConfig())
+    with torch.no_grad():
+        model(**batch)
+        model(**batch)
+    assert runs.images == 18 and memo_summary(model) == {"enabled": True, "hits": 6, "misses": 6}
+    with pytest.raises(ValueError, match="feature_memo must be true or false, got 'no'"):
+        TrainConfig(feature_memo="no")
+
+
+def test_load_model_leaves_the_tower_alone_when_asked(tiny_cached, default_stream):
+    plain, _ = load_model(
+        "tiny", pretrain_tasks=default_stream.general, seed=default_stream.seed, feature_memo=False
+    )
+    assert installed_memo(plain) is None and memo_summary(plain) is None
+    assert "forward" not in vars(plain.model.vision_tower)  # the class's own forward, not the memo's
+
+
+def test_a_run_records_the_memo_and_gets_the_same_matrix_without_it(small_recipe, tmp_path, tiny_cached):
+    runs = {
+        memo: run_experiment(
+            RunSpec.from_recipe(small_recipe, "naive", max_steps=1, feature_memo=memo),
+            tmp_path / str(memo),
+            progress=False,
+        )
+        for memo in (True, False)
+    }
+    np.testing.assert_array_equal(runs[True].matrix.values, runs[False].matrix.values)
+    with_memo, without = runs[True].results["feature_memo"], runs[False].results["feature_memo"]
+    assert with_memo["enabled"] and with_memo["hits"] > 0
+    assert without == {"enabled": False, "hits": 0, "misses": 0}

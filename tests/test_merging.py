@@ -119,6 +119,17 @@ def test_magnitude_prune_keeps_top_density_then_sums() -> None:
     assert_same(merged, t(5, 2.5, 2, 0))
 
 
+def test_trimming_merges_refuse_a_density_peft_would_accept_silently() -> None:
+    # PEFT keeps nothing at density 0 and raises only below it; cltune names the valid range.
+    for method in (ties_merge, magnitude_prune_merge):
+        with pytest.raises(ValueError, match=r"density .* \(0, 1\]"):
+            method(TIES_DELTAS, None, density=0.0)
+    with pytest.raises(ValueError, match="'mass'.*'total', 'frequency'"):
+        ties_merge(TIES_DELTAS, None, majority_sign_method="mass")
+    with pytest.raises(ValueError, match="'mass'"):
+        dare_ties_merge(TIES_DELTAS, None, majority_sign_method="mass")
+
+
 def test_dare_drops_and_rescales_each_entry() -> None:
     delta = torch.arange(1.0, 2001.0)
     merged = dare_linear_merge([delta], None, density=0.25, rng=0)

@@ -170,3 +170,24 @@ def test_bad_training_options_are_refused():
         build_preset("naiv")
     with pytest.raises(ValueError, match="selection must be one of"):
         build_preset("replay", selection="oldest")
+
+
+@pytest.mark.parametrize("seed", [0, 2**31 + 5, 2**32 - 1])
+def test_seeding_through_transformers_draws_the_streams_of_the_hand_written_seeding(seed):
+    import random
+
+    import numpy as np
+
+    from cltune.utils import seed_everything
+
+    def draws():
+        return random.random(), np.random.random(3).tolist(), torch.rand(3).tolist()
+
+    seed_everything(seed)
+    through_transformers = draws()
+    random.seed(seed)  # what cltune did by hand before it called transformers.set_seed
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    assert through_transformers == draws()
+    seed_everything(seed + 1 if seed < 2**32 - 1 else 0)
+    assert draws() != through_transformers

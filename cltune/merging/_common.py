@@ -3,36 +3,53 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import reduce
 
 import torch
 from torch import Tensor
 
 
-def stack_deltas(deltas: Sequence[Tensor]) -> Tensor:
-    """Stack one parameter's task vectors on a new dim 0, refusing an empty list or mixed shapes."""
+def check_deltas(deltas: Sequence[Tensor]) -> None:
+    """Refuse an empty list of one parameter's task vectors, or vectors of mixed shapes."""
     if len(deltas) == 0:
         raise ValueError("merging needs at least one delta")
     shapes = {tuple(delta.shape) for delta in deltas}
     if len(shapes) > 1:
         raise ValueError(f"deltas of one parameter must share a shape, got {sorted(shapes)}")
+
+
+def stack_deltas(deltas: Sequence[Tensor]) -> Tensor:
+    """Stack one parameter's task vectors on a new dim 0 (checked by :func:`check_deltas`)."""
+    check_deltas(deltas)
     return torch.stack(list(deltas))
 
 
-def weight_column(weights: Sequence[float] | None, stacked: Tensor, default: float = 1.0) -> Tensor:
-    """Weights as a ``(T, 1, ..., 1)`` tensor that broadcasts over ``stacked`` (``T`` deltas).
+def weight_vector(weights: Sequence[float] | None, deltas: Sequence[Tensor], default: float = 1.0) -> Tensor:
+    """Weights as a ``(T,)`` tensor for ``T`` deltas, the form ``peft.utils.merge_utils`` takes.
 
-    ``None`` gives ``default`` for every delta. The weights are at least float32, so weighted
-    bf16/fp16 deltas come out in float32.
+    ``None`` gives ``default`` for every delta. The weights are at least float32 (and as wide as
+    the widest delta), so weighted bf16/fp16 deltas come out in float32.
     """
-    count = stacked.shape[0]
+    check_deltas(deltas)
+    dtype = reduce(torch.promote_types, (delta.dtype for delta in deltas), torch.float32)
+    return _weights(weights, len(deltas), dtype, deltas[0].device, default)
+
+
+def weight_column(weights: Sequence[float] | None, stacked: Tensor, default: float = 1.0) -> Tensor:
+    """:func:`weight_vector` as a ``(T, 1, ..., 1)`` tensor that broadcasts over ``stacked``."""
     dtype = torch.promote_types(stacked.dtype, torch.float32)
+    values = _weights(weights, stacked.shape[0], dtype, stacked.device, default)
+    return values.reshape((stacked.shape[0],) + (1,) * (stacked.dim() - 1))
+
+
+def _weights(
+    weights: Sequence[float] | None, count: int, dtype: torch.dtype, device: torch.device, default: float
+) -> Tensor:
     if weights is None:
-        values = torch.full((count,), default, dtype=dtype, device=stacked.device)
-    else:
-        if len(weights) != count:
-            raise ValueError(f"got {len(weights)} weights for {count} deltas")
-        values = torch.as_tensor(weights, dtype=dtype, device=stacked.device)
-    return values.reshape((count,) + (1,) * (stacked.dim() - 1))
+        return torch.full((count,), default, dtype=dtype, device=device)
+    if len(weights) != count:
+        raise ValueError(f"got {len(weights)} weights for {count} deltas")
+    return torch.as_tensor(weights, dtype=dtype, device=device)
 
 
 def check_density(density: float) -> None:

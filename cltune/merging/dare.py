@@ -8,15 +8,16 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from cltune.merging._common import as_generator, check_density, stack_deltas, weight_column
-from cltune.merging.ties import SignMethod, agreement_mask, disjoint_mean
+from cltune.merging._common import as_generator, check_deltas, check_density, weight_vector
+from cltune.merging.ties import SignMethod, check_sign_method
 
 
 def drop_and_rescale(delta: Tensor, density: float, rng: torch.Generator | int | None = None) -> Tensor:
     """``δ̃ = (m ⊙ δ) / (1 − p)`` with ``m ~ Bernoulli(1 − p)`` per entry, ``p = 1 − density``.
 
     The mask is one ``torch.bernoulli`` draw of ``delta``'s shape and dtype from ``rng``
-    (``None``: torch's global RNG). ``density = 1`` returns ``delta`` and draws nothing.
+    (``None``: torch's global RNG). ``density = 1`` returns ``delta`` and draws nothing. cltune
+    draws it itself because PEFT's ``random_pruning`` takes no generator (global RNG only).
     """
     check_density(density)
     if density == 1.0:
@@ -26,11 +27,10 @@ def drop_and_rescale(delta: Tensor, density: float, rng: torch.Generator | int |
     return delta * keep / density
 
 
-def _dropped(deltas: Sequence[Tensor], density: float, rng: torch.Generator | int | None) -> Tensor:
-    if len(deltas) == 0:
-        raise ValueError("merging needs at least one delta")
+def _dropped(deltas: Sequence[Tensor], density: float, rng: torch.Generator | int | None) -> list[Tensor]:
+    check_deltas(deltas)
     generator = as_generator(rng, deltas[0].device)
-    return stack_deltas([drop_and_rescale(delta, density, generator) for delta in deltas])
+    return [drop_and_rescale(delta, density, generator) for delta in deltas]
 
 
 def dare_linear_merge(
@@ -45,10 +45,11 @@ def dare_linear_merge(
     ``density = 1 − p``; the default ``p = 0.9`` is the paper's headline drop rate. Masks are
     drawn task by task, in order, from one generator (``rng``: a generator, a seed, or ``None``
     for torch's global RNG, which makes the result equal PEFT's ``dare_linear`` after the same
-    ``torch.manual_seed``).
+    ``torch.manual_seed``); the sum is PEFT's ``merge_utils.task_arithmetic``.
     """
-    stacked = _dropped(deltas, density, rng)
-    return (stacked * weight_column(weights, stacked)).sum(dim=0)
+    from peft.utils import merge_utils
+
+    return merge_utils.task_arithmetic(_dropped(deltas, density, rng), weight_vector(weights, deltas))
 
 
 def dare_ties_merge(
@@ -62,8 +63,13 @@ def dare_ties_merge(
     """DARE in place of TIES's trim: sign election and disjoint mean over the ``δ̃_t``.
 
     Same ``density``/``rng`` conventions as :func:`dare_linear_merge`, same sign election and
-    weighting as :func:`cltune.merging.ties.ties_merge`.
+    weighting as :func:`cltune.merging.ties.ties_merge` (PEFT's ``calculate_majority_sign_mask``
+    and ``disjoint_merge``).
     """
-    stacked = _dropped(deltas, density, rng)
-    agree = agreement_mask(stacked, majority_sign_method)
-    return disjoint_mean(stacked * weight_column(weights, stacked), agree)
+    from peft.utils import merge_utils
+
+    check_sign_method(majority_sign_method)
+    dropped = torch.stack(_dropped(deltas, density, rng))
+    agree = merge_utils.calculate_majority_sign_mask(dropped, majority_sign_method)
+    weighted = dropped * merge_utils.reshape_weight_task_tensors(dropped, weight_vector(weights, deltas))
+    return merge_utils.disjoint_merge(weighted, agree)

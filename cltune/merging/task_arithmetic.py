@@ -6,14 +6,15 @@ from collections.abc import Sequence
 
 from torch import Tensor
 
-from cltune.merging._common import stack_deltas, weight_column
+from cltune.merging._common import weight_vector
 
 
 def task_arithmetic_merge(deltas: Sequence[Tensor], weights: Sequence[float] | None = None) -> Tensor:
-    """Weighted sum of task vectors: ``τ_m = Σ_t w_t τ_t``.
+    """Weighted sum of task vectors: ``τ_m = Σ_t w_t τ_t`` (PEFT's ``merge_utils.task_arithmetic``).
 
     The paper adds ``λ Σ_t τ_t`` to the base; ``weights`` carry ``λ`` (per task). ``None`` means
     ``w_t = 1``, the plain sum.
     """
-    stacked = stack_deltas(deltas)
-    return (stacked * weight_column(weights, stacked)).sum(dim=0)
+    from peft.utils import merge_utils  # peft (and transformers behind it) loads on first merge
+
+    return merge_utils.task_arithmetic(list(deltas), weight_vector(weights, deltas))

@@ -18,6 +18,10 @@ call's other arguments (``output_hidden_states`` names the layers LLaVA reads), 
 of the tower's weights and buffers, so features of changed weights are never reused. Only the
 hidden states a call asks for are kept. The memo is bounded in bytes (least recently used rows go
 first) and is not copied with the model: a copy starts empty.
+
+The training option ``feature_memo`` (default on) turns it on or off for a run
+(:func:`use_feature_memo`); ``results.json`` records what it did (``feature_memo``: on or off,
+rows served and computed).
 """
 
 from __future__ import annotations
@@ -147,10 +151,12 @@ class TowerFeatureCache:
 
 
 def _row_key(call: str, tensors: list[torch.Tensor]) -> str:
+    """A digest of the call and of each tensor's dtype, shape and raw bytes (any dtype: the bytes
+    are read as ``uint8``, so bfloat16, which numpy lacks, hashes like every other dtype)."""
     digest = hashlib.sha1(call.encode())
     for t in tensors:
         digest.update(repr((t.dtype, tuple(t.shape))).encode())
-        digest.update(t.detach().contiguous().cpu().numpy().tobytes())
+        digest.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
@@ -236,3 +242,25 @@ def cache_tower_features(model: nn.Module, max_bytes: int = DEFAULT_MAX_BYTES) -
         setattr(tower, ATTRIBUTE, cache)
         tower.forward = cache.forward
     return cache
+
+
+def installed_memo(model: nn.Module) -> TowerFeatureCache | None:
+    """The memo on ``model``'s vision tower, or None when none was installed."""
+    tower = part_module(model, "vision_tower")
+    return None if tower is None else getattr(tower, ATTRIBUTE, None)
+
+
+def use_feature_memo(model: nn.Module, enabled: bool) -> TowerFeatureCache | None:
+    """The training option ``feature_memo``: install and turn on the memo, or turn an installed
+    one off (the tower then computes every image); returns the memo (None: none, or no tower)."""
+    cache = cache_tower_features(model) if enabled else installed_memo(model)
+    if cache is not None:
+        cache.enabled = enabled
+    return cache
+
+
+def memo_summary(model: nn.Module) -> dict[str, Any] | None:
+    """For ``results.json``: whether ``model``'s memo is on and the rows it served (``hits``) and
+    computed (``misses``) in this process; None when the model has no memo."""
+    cache = installed_memo(model)
+    return None if cache is None else {"enabled": cache.enabled, "hits": cache.hits, "misses": cache.misses}

@@ -29,11 +29,14 @@ def load_model(
     pretrain_tasks: list | None = None,
     seed: int = 0,
     progress: bool = True,
+    feature_memo: bool = True,
 ) -> tuple[nn.Module, Any]:
     """Return ``(model, processor)`` for a built-in name, a local folder or a Hub id.
 
-    The vision tower's outputs are memoised per image whenever that cannot change them
-    (:func:`~cltune.models.feature_cache.cache_tower_features`).
+    ``feature_memo``: memoise the vision tower's outputs per image whenever that cannot change
+    them (:func:`~cltune.models.feature_cache.cache_tower_features`); ``False`` returns the model
+    as transformers loaded it. A :class:`~cltune.strategies.template.Template` turns the memo on
+    or off by its training option ``feature_memo``.
 
     ``pretrain_tasks`` are the general tasks the built-in ``tiny`` model is pre-trained on
     (the default stream's if None); ``smol`` (aligned on a fixed caption mixture), hub and local
@@ -41,7 +44,8 @@ def load_model(
     (when not cached).
     """
     model, processor = _load(name_or_path, dtype, pretrain_tasks, seed, progress)
-    cache_tower_features(model)
+    if feature_memo:
+        cache_tower_features(model)
     return model, processor
 
 

@@ -43,9 +43,17 @@ NOT_LORA_LINEARS = ("Llama4Router",)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
-    """The transformers model under a PEFT wrapper (or the model itself)."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if callable(get_base) else model
+    """The transformers model under a PEFT wrapper (or the model itself).
+
+    ``PeftModel.get_base_model`` without its look-up of the active adapter's config, which fails
+    on a model with no active adapter (an adapter bank sets ``active_adapter = []``).
+    """
+    if not callable(getattr(model, "get_base_model", None)):
+        return model
+    from peft.tuners.tuners_utils import BaseTuner
+
+    tuner = model.base_model
+    return tuner.model if isinstance(tuner, BaseTuner) else tuner  # prompt learning wraps no tuner
 
 
 def _find(model: nn.Module, paths: tuple[str, ...]) -> str | None:

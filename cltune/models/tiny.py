@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import LlavaForConditionalGeneration, LlavaProcessor
+from transformers import LlavaForConditionalGeneration, LlavaProcessor, get_cosine_schedule_with_warmup
 
 from cltune.data.encode import Encoder, collate
 from cltune.data.task import Task
@@ -23,7 +23,7 @@ from cltune.models.cache import cache_dir
 from cltune.models.tiny_build import build_processor, build_random_model, build_tokenizer
 from cltune.utils import atomic_dir, fault_point
 
-PRETRAIN = {"version": 1, "steps": 500, "batch_size": 32, "lr": 2e-3, "warmup": 50}
+PRETRAIN = {"version": 2, "steps": 500, "batch_size": 32, "lr": 2e-3, "warmup": 50}
 
 
 def _corpus() -> list[str]:
@@ -55,16 +55,14 @@ def _cache_key(tasks: list[Task], seed: int) -> str:
 def pretrain(
     model: torch.nn.Module, encoder: Encoder, tasks: list[Task], seed: int, progress: bool = True
 ) -> None:
-    """Train every parameter on the mixture of the tasks' train splits (AdamW, warm-up, cosine),
-    with a progress bar unless ``progress`` is False."""
+    """Train every parameter on the mixture of the tasks' train splits (AdamW; transformers'
+    ``get_cosine_schedule_with_warmup``: linear warm-up, then cosine decay to 0), with a progress
+    bar unless ``progress`` is False."""
     rows = [(t, i) for t in tasks for i in range(len(t.train))]
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.AdamW(model.parameters(), lr=PRETRAIN["lr"], weight_decay=0.01)
     steps, warmup = PRETRAIN["steps"], PRETRAIN["warmup"]
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + torch.cos(torch.tensor(s / steps * 3.1416)).item()),
-    )
+    scheduler = get_cosine_schedule_with_warmup(optimizer, warmup, steps)
     model.train()
     bar = tqdm(range(steps), desc="pre-training tiny model", unit="step", disable=not progress)
     for _ in bar:
@@ -105,7 +103,6 @@ def _build_and_cache(folder: Path, tasks: list[Task], seed: int, progress: bool)
     start = time.perf_counter()
     tokenizer = build_tokenizer(_corpus())
     processor = build_processor(tokenizer)
-    torch.manual_seed(seed)
     model = build_random_model(tokenizer, seed)
     pretrain(model, Encoder(processor, "tiny"), tasks, seed, progress)
     with atomic_dir(folder) as tmp:

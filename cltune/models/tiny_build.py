@@ -18,6 +18,7 @@ from transformers import (
     LlavaForConditionalGeneration,
     LlavaProcessor,
     PreTrainedTokenizerFast,
+    set_seed,
 )
 
 IMAGE_SIZE = 32
@@ -110,9 +111,7 @@ def build_config(tokenizer: PreTrainedTokenizerFast) -> LlavaConfig:
 
 
 def build_random_model(tokenizer: PreTrainedTokenizerFast, seed: int) -> LlavaForConditionalGeneration:
-    import torch
-
-    torch.manual_seed(seed)
+    set_seed(seed)  # the random initialisation
     model = LlavaForConditionalGeneration(build_config(tokenizer))
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id

@@ -25,7 +25,9 @@ class TrainConfig:
     autocast, weights and optimizer state staying fp32; ``precision="fp16"`` under float16 autocast,
     with the loss scaled against gradient underflow (:class:`torch.amp.GradScaler`, see
     :meth:`cltune.strategies.template.Template.make_scaler`); ``gradient_checkpointing``
-    recomputes activations in backward instead of keeping them (Hugging Face models).
+    recomputes activations in backward instead of keeping them (Hugging Face models);
+    ``feature_memo`` memoises the vision tower's outputs per image whenever that cannot change them
+    (:mod:`cltune.models.feature_cache`), ``False`` runs every image through the tower.
     """
 
     epochs: int = 1
@@ -44,6 +46,7 @@ class TrainConfig:
     warmup_steps: int = 0
     precision: str = "fp32"
     gradient_checkpointing: bool = False
+    feature_memo: bool = True
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "grad_accum", "eval_batch_size", "max_new_tokens"):
@@ -78,11 +81,9 @@ class TrainConfig:
             )
         if self.precision not in PRECISIONS:
             raise ValueError(f"training option precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if not isinstance(self.gradient_checkpointing, bool):
-            raise ValueError(
-                "training option gradient_checkpointing must be true or false, got "
-                f"{self.gradient_checkpointing!r}"
-            )
+        for name in ("gradient_checkpointing", "feature_memo"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"training option {name} must be true or false, got {getattr(self, name)!r}")
 
     @classmethod
     def from_dict(cls, options: dict[str, Any]) -> TrainConfig:

@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 from cltune import distributed
 from cltune.data.encode import Encoder, collate
 from cltune.data.task import Task
+from cltune.models.feature_cache import use_feature_memo
 from cltune.strategies.config import TrainConfig
 from cltune.strategies.experience import Experience
 from cltune.strategies.plugin import Plugin
@@ -84,6 +85,7 @@ class Template:
         self.forward_model = self.model  # the training forward pass: the model or its wrapper
         if config.gradient_checkpointing:
             enable_gradient_checkpointing(self.model)
+        use_feature_memo(self.model, config.feature_memo)
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
         self.encoder = encoder
         self.plugins = list(plugins)

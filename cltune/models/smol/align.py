@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import LlavaProcessor
+from transformers import LlavaProcessor, get_cosine_schedule_with_warmup
 
 from cltune.data.encode import Encoder, collate
 from cltune.models.cache import cache_dir
@@ -24,7 +24,7 @@ from cltune.models.feature_cache import cache_tower_features
 from cltune.models.smol.modeling import CltuneSmolForConditionalGeneration
 from cltune.utils import atomic_dir
 
-ALIGN = {"version": 2, "train_size": 1500, "steps": 300, "batch_size": 8, "lr": 1e-3, "warmup": 20}
+ALIGN = {"version": 3, "train_size": 1500, "steps": 300, "batch_size": 8, "lr": 1e-3, "warmup": 20}
 
 
 def cache_key(seed: int) -> str:
@@ -49,7 +49,8 @@ def align_projector(
     steps: int | None = None,
     progress: bool = True,
 ) -> list[float]:
-    """Train the projector alone on the caption mixture (AdamW, linear warm-up, cosine decay).
+    """Train the projector alone on the caption mixture (AdamW; transformers'
+    ``get_cosine_schedule_with_warmup``: linear warm-up, then cosine decay to 0).
 
     Returns the per-step losses; ``progress``: show the step bar.
     """
@@ -65,11 +66,7 @@ def align_projector(
     for p in projector.parameters():
         p.requires_grad_(True)
     optimizer = torch.optim.AdamW(projector.parameters(), lr=ALIGN["lr"], weight_decay=0.0)
-    warmup = ALIGN["warmup"]
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + torch.cos(torch.tensor(s / steps * 3.1416)).item()),
-    )
+    scheduler = get_cosine_schedule_with_warmup(optimizer, ALIGN["warmup"], steps)
     generator = torch.Generator().manual_seed(seed)
     model.train()
     losses = []

@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, CLIPImageProcessor, LlamaConfig, LlamaForCausalLM, LlavaProcessor
+from transformers import (
+    AutoTokenizer,
+    CLIPImageProcessor,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlavaProcessor,
+    set_seed,
+)
 
 from cltune.models.smol.modeling import (
     CltuneSmolConfig,
@@ -80,7 +87,7 @@ def assemble(cache: Path, seed: int) -> tuple[CltuneSmolForConditionalGeneration
     lm_dir = converted_lm_dir(cache)
     processor = build_processor(lm_dir)
     lm = LlamaForCausalLM.from_pretrained(str(lm_dir), dtype=torch.float32)
-    torch.manual_seed(seed)
+    set_seed(seed)  # the projector's random initialisation
     model = CltuneSmolForConditionalGeneration(build_config(lm.config, processor))
     n_vocab = lm.config.vocab_size
     with torch.no_grad():
