@@ -63,12 +63,6 @@ def saved(tmp_path_factory) -> dict:
 
 
 family_names = pytest.mark.parametrize("name", list(FAMILIES))
-# Llama4's image processor returns bfloat16 pixel values, which the vision memo's row key cannot hash
-# yet (numpy has no bfloat16; issue 17 moves it to raw bytes). Strict, so the fix shows up here.
-MEMO_BF16 = pytest.mark.xfail(raises=TypeError, strict=True, reason="vision memo cannot hash bfloat16 pixels")
-forward_families = pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=MEMO_BF16) if n == "llama4" else n for n in FAMILIES]
-)
 
 
 def _encode(processor, rows, train: bool) -> tuple[Encoder, list[dict]]:
@@ -155,7 +149,7 @@ def test_scopes_are_per_family_and_never_hit_the_vision_tower(name, saved):
             lora_target_modules(model, "projector")
 
 
-@forward_families
+@family_names
 def test_lora_training_step_changes_only_language_model_adapters(name, saved, rows):
     family = FAMILIES[name]
     model, processor = load_model(saved[name][0])
@@ -202,7 +196,7 @@ def test_lora_training_step_changes_only_language_model_adapters(name, saved, ro
         assert peft_model(**batch).loss < loss
 
 
-@forward_families
+@family_names
 def test_left_padded_generation_matches_rows_alone(name, saved, rows):
     model, processor = load_model(saved[name][0])
     encoder, features = _encode(processor, rows, train=False)
@@ -246,7 +240,7 @@ def test_load_model_on_missing_folder_names_the_path(tmp_path):
     assert str(missing) in str(err.value)
 
 
-@forward_families
+@family_names
 def test_vision_memo_serves_image_rows_and_never_patch_streams(name, saved, rows):
     """Most towers take one image (or tile) per row: the memo serves them, with the same logits.
     Qwen2-VL's and Qwen2.5-VL's take a flat stream of patches: the memo must never store it."""
