@@ -106,6 +106,16 @@ def test_replay_mixes_buffer_rows_into_later_batches(tiny, default_stream):
     assert recorder.batch_sizes[2:] == [11, 11]
 
 
+def test_replay_gives_the_buffers_remainder_to_the_first_tasks(tiny, default_stream):
+    # Avalanche's ExperienceBalancedBuffer.get_group_lengths: 11 rows over 3 tasks are 4, 4, 3.
+    config = TrainConfig(batch_size=8, max_steps=1, lr=1e-3)
+    template = _template(tiny, config, strategy="replay", buffer_size=11, replay_batch_size=1)
+    for index, task in enumerate(default_stream.tasks[:3], start=1):
+        template.train(Experience(index, [task]))
+    buffer = template.plugins[0].buffer
+    assert [len(buffer[t.name]) for t in default_stream.tasks[:3]] == [4, 4, 3]
+
+
 class ReplayedRows(Plugin):
     """Records the rows of every minibatch (after replay has added its picks)."""
 

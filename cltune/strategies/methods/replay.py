@@ -2,7 +2,8 @@
 
 Rehearsal in the sense of Rebuffi et al. (iCaRL, CVPR 2017) and Chaudhry et al. (2019,
 "On Tiny Episodic Memories in Continual Learning"): the buffer keeps ``buffer_size`` rows split
-evenly across the experiences seen so far, chosen at random (``selection="random"``) or class-
+evenly across the experiences seen so far (the remainder one row each to the first, as Avalanche's
+``ExperienceBalancedBuffer``), chosen at random (``selection="random"``) or class-
 balanced by answer (``selection="balanced"``); each batch gets ``replay_batch_size`` buffer rows.
 Both draws follow the run's seed (``TrainConfig.seed``), so each seed of a multi-seed run replays
 its own rows.
@@ -45,10 +46,17 @@ class ReplayPlugin(Plugin):
     def after_training_exp(self, strategy) -> None:
         for task in strategy.experience.tasks:
             self.buffer[task.name] = list(range(len(task.train)))
-        per_task = self.buffer_size // len(self.buffer)
         rng = random.Random(strategy.config.seed)
-        for name, rows in self.buffer.items():
-            self.buffer[name] = self._select(self.tasks[name], rows, per_task, rng)
+        for (name, rows), share in zip(self.buffer.items(), self._shares(len(self.buffer)), strict=True):
+            self.buffer[name] = self._select(self.tasks[name], rows, share, rng)
+
+    def _shares(self, n_tasks: int) -> list[int]:
+        """Each task's share of the buffer, ``buffer_size // n_tasks``, the remainder one row each to
+        the first tasks (Avalanche's ``ExperienceBalancedBuffer.get_group_lengths``)."""
+        shares = [self.buffer_size // n_tasks] * n_tasks
+        for i in range(self.buffer_size % n_tasks):
+            shares[i] += 1
+        return shares
 
     def _select(self, task, rows: list[int], k: int, rng: random.Random) -> list[int]:
         if len(rows) <= k:
