@@ -259,8 +259,9 @@ def test_later_experiences_leave_base_and_earlier_adapters_bit_identical(tiny, d
             assert torch.equal(value, base[name.replace(".base_layer", "")]), name
 
 
-def test_o_lora_trains_with_earlier_adapters_active_and_frozen(tiny, default_stream) -> None:
-    strategy, (after_1, after_2) = _train(tiny, default_stream, "o-lora", [0, 1], lam=1.0)
+@pytest.mark.parametrize("squared", [False, True])
+def test_o_lora_trains_with_earlier_adapters_active_and_frozen(tiny, default_stream, squared) -> None:
+    strategy, (after_1, after_2) = _train(tiny, default_stream, "o-lora", [0, 1], lam=1.0, squared=squared)
     first, second = (default_stream.tasks[i].name for i in (0, 1))
     for name in after_1:
         if f".{first}." in name or "lora_" not in name:
@@ -268,7 +269,9 @@ def test_o_lora_trains_with_earlier_adapters_active_and_frozen(tiny, default_str
     assert set(strategy.model.base_model.active_adapters) == {first, second}
     loss = strategy.extra_results["orthogonality_loss"][second]
     bank = strategy.plugins[0].bank
-    assert loss == pytest.approx(orthogonality_loss(bank.lora_a(second), [bank.lora_a(first)]).item())
+    new, old = bank.lora_a(second), [bank.lora_a(first)]
+    assert loss == pytest.approx(orthogonality_loss(new, old, squared).item())
+    assert loss != pytest.approx(orthogonality_loss(new, old, not squared).item())  # the option took
 
 
 # --- end to end on the small recipe ---------------------------------------------------------

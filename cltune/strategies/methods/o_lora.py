@@ -22,10 +22,11 @@ class OrthogonalLoraPlugin(Plugin):
 
     full_parameters = "it adds an adapter per experience and reads earlier adapters' whole factors"
 
-    def __init__(self, bank: AdapterBank, lam: float):
+    def __init__(self, bank: AdapterBank, lam: float, squared: bool = False):
         self.bank = bank
         self.lam = lam
-        self.overlap: dict[str, float] = {}  # ‖A_iᵀA_t‖² summed, per task, after its experience
+        self.squared = squared
+        self.overlap: dict[str, float] = {}  # the orthogonality loss per task, after its experience
         self._new: dict[str, Tensor] = {}  # the adapter in training: its live A matrices
         self._old: list[dict[str, Tensor]] = []
 
@@ -38,13 +39,13 @@ class OrthogonalLoraPlugin(Plugin):
 
     def before_backward(self, strategy) -> None:
         if self._old and self.lam:
-            strategy.loss = strategy.loss + self.lam * orthogonality_loss(self._new, self._old)
+            strategy.loss = strategy.loss + self.lam * orthogonality_loss(self._new, self._old, self.squared)
 
     def after_training_exp(self, strategy) -> None:
         name = task_name(strategy)
         self.bank.activate(self.bank.names)
         if self._old:
-            self.overlap[name] = orthogonality_loss(self._new, self._old).item()
+            self.overlap[name] = orthogonality_loss(self._new, self._old, self.squared).item()
             strategy.extra_results["orthogonality_loss"] = self.overlap
         if strategy.run_dir is not None:
             self.bank.save(name, strategy.run_dir)
@@ -61,10 +62,13 @@ class OrthogonalLoraPlugin(Plugin):
 
 @register("o-lora")
 @with_lora_options
-def o_lora(lora: LoraSpec, lam: float = 0.5) -> Preset:
-    """A LoRA adapter per task kept orthogonal to the earlier ones (λ = lam); all active at evaluation."""
+def o_lora(lora: LoraSpec, lam: float = 0.5, squared: bool = False) -> Preset:
+    """A LoRA adapter per task kept orthogonal to the earlier ones (λ = lam); all active at evaluation.
+
+    The loss is the authors' ``Σ|A_i A_tᵀ|`` (cmnfriend/O-LoRA, ``src/uie_trainer_lora.py``);
+    ``squared=True`` uses the paper's ``‖A_i A_tᵀ‖_F²`` instead."""
     if not lam >= 0:
         raise ValueError(f"o-lora: lam (weight of the orthogonality loss) must be >= 0, got {lam!r}")
     lora.check("o-lora")
     bank = AdapterBank()
-    return Preset(plugins=[OrthogonalLoraPlugin(bank, lam)], prepare=bank_prepare(bank, lora))
+    return Preset(plugins=[OrthogonalLoraPlugin(bank, lam, squared)], prepare=bank_prepare(bank, lora))
