@@ -9,6 +9,7 @@ import torch
 from cltune.analysis.importance_map import importance_map
 from cltune.data.encode import Encoder
 from cltune.data.task import Task
+from cltune.rundir import RunDirectory
 from cltune.selective import IMPORTANCE_MEASURES, load_masks, register_importance, topk_masks
 from cltune.strategies.config import TrainConfig
 from cltune.strategies.experience import Experience
@@ -58,7 +59,7 @@ def test_a_registered_measure_chooses_the_masks_and_fills_a_map(registered, tiny
     model = preset.prepare(model, "language_model")
     config = TrainConfig(batch_size=4, max_steps=2, lr=1e-3, weight_decay=0.0)
     template = Template(model, Encoder(processor), config, preset.plugins, progress=False)
-    template.run_dir = tmp_path
+    template.run_dir = RunDirectory(tmp_path)
     task = default_stream.tasks[0]
     params = template.trainable_parameters()
     before = {name: p.detach().clone() for name, p in params.items()}

@@ -64,7 +64,9 @@ class TowerFeatureCache:
         return len(self.rows)
 
     def clear(self) -> None:
+        """Forget every memoised row and the hit and miss counts."""
         self.rows = _Rows()
+        self.hits = self.misses = 0
 
     def _cacheable(self) -> bool:
         if not self.enabled:
