@@ -540,3 +540,24 @@ def test_merging_nothing_is_refused() -> None:
         merge_state_dicts([])
     with pytest.raises(ValueError, match="at least one"):
         ties_merge([], None, density=0.5)
+
+
+def test_a_registered_merge_method_is_found_by_name_and_by_the_merge_presets() -> None:
+    from cltune.merging import register_merge_method
+    from cltune.strategies.plugins.task_vector_merge import merge_preset
+
+    @register_merge_method("test-elementwise-max")
+    def elementwise_max(deltas, weights=None):
+        return torch.stack(list(deltas)).amax(dim=0)
+
+    try:
+        a, b = {"w": torch.tensor([1.0, -2.0])}, {"w": torch.tensor([0.5, 3.0])}
+        merged = merge_state_dicts([a, b], method="test-elementwise-max")
+        assert torch.equal(merged["w"], torch.tensor([1.0, 3.0]))
+        merge_preset("my-merge", "test-elementwise-max", None, {})  # its options check accepts it
+        with pytest.raises(ValueError, match="has no option"):
+            merge_preset("my-merge", "test-elementwise-max", None, {"density": 0.5})
+        with pytest.raises(ValueError, match="'test-elementwise-max' is already registered"):
+            register_merge_method("test-elementwise-max")(elementwise_max)
+    finally:
+        del MERGE_METHODS["test-elementwise-max"]

@@ -19,6 +19,7 @@ from cltune.merging.registry import (
     MergeMethod,
     get_merge_method,
     merge_state_dicts,
+    register_merge_method,
 )
 from cltune.merging.task_arithmetic import task_arithmetic_merge
 from cltune.merging.task_vectors import apply_task_vector, task_vector
@@ -41,6 +42,7 @@ __all__ = [
     "merge_lora_deltas",
     "merge_lora_factors",
     "merge_state_dicts",
+    "register_merge_method",
     "task_arithmetic_merge",
     "task_vector",
     "tsv_merge",

@@ -31,6 +31,19 @@ MERGE_METHODS: dict[str, MergeMethod] = {
 }
 
 
+def register_merge_method(name: str) -> Callable[[MergeMethod], MergeMethod]:
+    """Register a merge function as ``name`` (a decorator, or ``register_merge_method("x")(f)``), so
+    ``merge_state_dicts(..., method=name)`` and the presets that take a merge method name find it."""
+
+    def wrap(merge: MergeMethod) -> MergeMethod:
+        if name in MERGE_METHODS:
+            raise ValueError(f"merge method {name!r} is already registered; choose another name")
+        MERGE_METHODS[name] = merge
+        return merge
+
+    return wrap
+
+
 def get_merge_method(name: str) -> MergeMethod:
     """The merge function registered under ``name``; ValueError listing the known names if none."""
     if name not in MERGE_METHODS:
