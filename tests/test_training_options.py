@@ -257,7 +257,7 @@ def test_fp16_spider_sums_unscaled_gradients(tiny, default_stream) -> None:
 
 
 class UpdateGradients(Plugin):
-    """The sum over updates of each update's whole gradient (with clipping off: what ΣG must be)."""
+    """The sum over updates of each update's whole gradient, as the optimizer steps it (clipped)."""
 
     def __init__(self) -> None:
         self.sum: torch.Tensor | None = None
@@ -274,6 +274,18 @@ def test_spider_adds_each_update_gradient_once_under_accumulation(tiny, default_
     truth, probe = UpdateGradients(), SpiderSum(spider)
     train(tiny, default_stream.tasks[0], spider, truth, probe, max_steps=3, grad_accum=2, max_grad_norm=None)
     assert torch.allclose(probe.grad_sum, truth.sum, rtol=1e-5, atol=1e-7)
+
+
+def test_spider_sums_the_clipped_gradients_the_optimizer_steps(tiny, default_stream) -> None:
+    # The authors' SPIDER.py reads each parameter's gradient after optimizer.step(), i.e. after
+    # clip_grad_norm_: ΣG of 3 updates clipped to norm 1e-3 has a norm of at most 3e-3.
+    from cltune.strategies.registry import build_preset
+
+    spider = build_preset("spider").plugins[0]
+    truth, probe = UpdateGradients(), SpiderSum(spider)
+    train(tiny, default_stream.tasks[0], spider, truth, probe, max_steps=3, max_grad_norm=1e-3)
+    assert float(probe.grad_sum.norm()) <= 3e-3 * (1 + 1e-5)
+    assert torch.allclose(probe.grad_sum, truth.sum, rtol=1e-5, atol=1e-9)
 
 
 def test_fp16_is_refused_where_it_cannot_run(monkeypatch) -> None:

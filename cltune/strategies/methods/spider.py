@@ -7,9 +7,10 @@ else 0, divided by the mean of its non-zero entries and capped at 1
 (:func:`cltune.selective.spider_share`); after each optimizer step θ ← θ_pre·(1 − c) + θ·c
 (:func:`cltune.selective.spider_merge_`). No mask ratio: c decides per entry.
 
-ΣG adds each update's gradient once, at the template's ``after_accumulation`` (summed over the
-update's micro-batches, before clipping; under fp16 unscaled, and only for updates that were not
-skipped for overflow).
+ΣG adds each update's gradient once, as the optimizer steps it: at the template's
+``before_update``, summed over the update's micro-batches, clipped (the authors' ``SPIDER.py``
+reads it after ``optimizer.step()``, so after ``clip_grad_norm_``), under fp16 unscaled. An fp16
+update skipped for overflow adds nothing (deliberate: the reference would add its inf gradient).
 
 θ_pre is the model at the start of each experience (in a stream, the pre-trained model of that
 step), so an entry with c = 0 is held at its value before the experience. Extra memory per
@@ -46,7 +47,7 @@ class SpiderPlugin(Plugin):
         self._pre = snapshot(self._params)
         self._grad_sum = {}
 
-    def after_accumulation(self, strategy) -> None:
+    def before_update(self, strategy) -> None:
         accumulate_(self._grad_sum, {name: p.grad for name, p in self._params.items()})
 
     def after_update(self, strategy) -> None:
