@@ -8,7 +8,7 @@ from functools import partial
 from cltune.data.task import Task
 from cltune.evaluation.generate import generate_answers
 from cltune.evaluation.likelihood import token_accuracy
-from cltune.evaluation.metrics import LIKELIHOOD_METRICS, get_metric
+from cltune.evaluation.metrics import CORPUS_METRICS, LIKELIHOOD_METRICS, get_metric
 from cltune.evaluation.reuse import EvalReuse
 
 
@@ -21,10 +21,13 @@ class TaskScore:
 
 
 def score_predictions(task: Task, predictions: list[str]) -> float:
-    """Mean metric over the test split, in percent."""
+    """Mean metric over the test split, in percent (a corpus metric: its score of the whole split × 100)."""
     metric = get_metric(task.metric)
     columns = task.test.column_names
     extras = {c: task.test[c] for c in ("choices", "answers") if c in columns}
+    if task.metric in CORPUS_METRICS:
+        references = extras.get("answers") or [[a] for a in task.test["answer"]]
+        return 100.0 * metric(predictions, references)
     scores = [
         metric(pred, ref, **{c: values[i] for c, values in extras.items()})
         for i, (pred, ref) in enumerate(zip(predictions, task.test["answer"], strict=True))

@@ -6,6 +6,7 @@ import re
 import string
 from collections.abc import Callable, Sequence
 
+from cltune.evaluation.scorers import CORPUS_SCORERS, ROW_SCORERS
 from cltune.utils import unknown_name_error
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -101,7 +102,11 @@ TASK_METRICS: dict[str, Callable[..., float]] = {
     "choice_accuracy": choice_accuracy,
     "anls": anls,
     "rouge_l": rouge_l,
+    **ROW_SCORERS,  # the benchmarks' own scorers (cltune.evaluation.scorers)
 }
+
+# Scored over the whole test split at once (``metric(predictions, references)``), not row by row.
+CORPUS_METRICS: dict[str, Callable[..., float]] = CORPUS_SCORERS
 
 
 # Scored from the model's logits, not from generated answers (see cltune.evaluation.likelihood).
@@ -109,6 +114,9 @@ LIKELIHOOD_METRICS = ("token_accuracy",)
 
 
 def get_metric(name: str) -> Callable[..., float]:
+    """The row metric or the corpus metric called ``name``."""
+    if name in CORPUS_METRICS:
+        return CORPUS_METRICS[name]
     if name not in TASK_METRICS:
-        raise unknown_name_error("task metric", name, [*TASK_METRICS, *LIKELIHOOD_METRICS])
+        raise unknown_name_error("task metric", name, [*TASK_METRICS, *CORPUS_METRICS, *LIKELIHOOD_METRICS])
     return TASK_METRICS[name]
