@@ -7,6 +7,8 @@ and Ghy0501/MCITlib @ 2956dfd (``DISCO/llava/eval/``; the other method folders h
 The ``*_strict`` variants have no official code; their expectations are worked out by hand.
 """
 
+import shutil
+
 import pytest
 from datasets import Dataset
 
@@ -209,7 +211,12 @@ def _caption_task(references):
     return Task(name="captions", train=Dataset.from_dict(rows), test=Dataset.from_dict(rows), metric="cider")
 
 
+# pycocoevalcap's PTB tokenizer runs the Stanford CoreNLP jar: no Java, no CIDEr (the scorer says so).
+needs_java = pytest.mark.skipif(shutil.which("java") is None, reason="CIDEr's PTB tokenizer needs java")
+
+
 # MCITlib eval_caption.py, create_coco_type + eval_single (pycocoevalcap's COCOEvalCap; CIDEr × 100)
+@needs_java
 @pytest.mark.parametrize(
     ("predictions", "expected"),
     [
@@ -222,6 +229,7 @@ def test_cider_is_scored_over_the_whole_split(predictions, expected):
     assert score_predictions(_caption_task(REFS), predictions) == pytest.approx(expected, rel=1e-9)
 
 
+@needs_java
 def test_cider_depends_on_the_other_rows():
     """Corpus-level: the same row scores differently beside other references (document frequencies)."""
     alone = get_metric("cider")(["a dog runs on the grass"] * 2, [REFS[0], REFS[1]])
