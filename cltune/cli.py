@@ -1,4 +1,4 @@
-"""``cltune run | report | analyze | list``: the command line."""
+"""``cltune run | report | analyze | list | data check``: the command line."""
 
 from __future__ import annotations
 
@@ -136,6 +136,17 @@ def build_parser() -> argparse.ArgumentParser:
     for command in (report, analyze):
         command.add_argument("--quiet", action="store_true", help="no progress bars")
     listing = sub.add_parser("list", help="show the streams, strategies (built-in and others) and models")
+    data = sub.add_parser("data", help="check the data of a stream recipe")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    check = data_sub.add_parser(
+        "check",
+        help="counts, load errors, train/test and cross-task leakage, answers outside label sets; "
+        "exits 1 on errors",
+    )
+    check.add_argument("recipe", help="stream recipe (TOML file or built-in name)")
+    check.add_argument(
+        "--all-rows", action="store_true", help="check every row, not only the recipe's train_size/test_size"
+    )
     for command in (run, analyze, listing):
         command.add_argument(
             "--plugins",
@@ -389,6 +400,28 @@ def command_list(_: argparse.Namespace) -> int:
     return 0
 
 
+def command_data(args: argparse.Namespace) -> int:
+    from cltune.data.check import check_recipe
+    from cltune.reports.render import text_table
+    from cltune.reports.tables import Cell, Table
+
+    report = check_recipe(args.recipe, all_rows=args.all_rows)
+    header = ["task", "role", "split", "rows", "images", "questions"]
+    rows = [
+        [Cell(str(v)) for v in (c.task, c.role, c.split, c.rows, c.images, c.questions)]
+        for c in report.counts
+    ]
+    print(f"stream {report.stream}:")
+    print(text_table(Table(header, rows)))
+    for title, findings in (("errors", report.errors), ("warnings", report.warnings)):
+        print(f"\n{title} ({len(findings)}):")
+        for finding in findings:
+            print(f"  {finding.task}: {finding.message}")
+    verdict = "FAILED" if report.errors else "passed"
+    print(f"\ndata check {verdict}: {len(report.errors)} errors, {len(report.warnings)} warnings")
+    return 1 if report.errors else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
@@ -398,6 +431,7 @@ def main(argv: list[str] | None = None) -> int:
         "report": command_report,
         "analyze": command_analyze,
         "list": command_list,
+        "data": command_data,
     }[args.command]
     try:
         with _quiet_libraries(getattr(args, "quiet", False)):

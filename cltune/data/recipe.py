@@ -9,6 +9,7 @@ test_size = 100
 name = "colour"
 source = "easyvqa"
 question_type = "color"   # any other key is an option of the source
+labels = "train"      # optional: the label set (a list, or the train answers) for `cltune data check`
 [[general]]           # held-out tasks that measure general knowledge (never trained on)
 name = "shape"
 source = "easyvqa"
@@ -41,7 +42,7 @@ else:  # pragma: no cover
 # so that the wheel carries the recipes (package-data in pyproject.toml) and one path reads them.
 STREAMS_DIR: Traversable = files("cltune") / "streams"
 TOP_KEYS = {"name", "seed", "description", "defaults", "tasks", "general", "train", "strategy"}
-TASK_KEYS = {"name", "source", "train_size", "test_size", "metric"}
+TASK_KEYS = {"name", "source", "train_size", "test_size", "metric", "labels"}
 SIZE_KEYS = ("train_size", "test_size")
 
 
@@ -118,6 +119,16 @@ def _resolve_task(entry: dict, defaults: dict, where: str) -> dict[str, Any]:
     for key in SIZE_KEYS:
         if task.get(key) is not None:
             task[key] = _int(task[key], f"{where}: {key}", minimum=1)
+    labels = task.get("labels")
+    if (
+        labels is not None
+        and labels != "train"
+        and not (isinstance(labels, list) and labels and all(isinstance(x, str) for x in labels))
+    ):
+        raise ValueError(
+            f'{where}: labels must be a list of answer strings or "train" (the train split\'s answers), '
+            f"got {labels!r}"
+        )
     return task
 
 
