@@ -197,40 +197,30 @@ QWEN_SPECIAL = [
 ]
 
 
-def build_qwen2_vl(chat_template: str | None = QWEN_TEMPLATE, seed: int = 0):
-    patch, merge, temporal = 14, 2, 2
+QWEN_PATCH, QWEN_MERGE, QWEN_TEMPORAL = 14, 2, 2
+
+
+def _qwen_parts(processor_class, chat_template: str | None):
+    """What Qwen2-VL and Qwen2.5-VL share: the tokenizer, the processor of ``processor_class``
+    (28x28 .. 56x56 pixels: 1 to 4 merged image tokens per image) and the config's text part and
+    special token ids."""
     tokenizer = build_tokenizer(
         QWEN_SPECIAL, pad="<|endoftext|>", eos="<|im_end|>", chat_template=chat_template
     )
-    image_processor = Qwen2VLImageProcessor(
-        # 28x28 .. 56x56 pixels: 1 to 4 merged image tokens per image.
-        size={"shortest_edge": 28 * 28, "longest_edge": 56 * 56},
-        patch_size=patch,
-        merge_size=merge,
-        temporal_patch_size=temporal,
-    )
-    video_processor = Qwen2VLVideoProcessor(patch_size=patch, merge_size=merge, temporal_patch_size=temporal)
-    processor = Qwen2VLProcessor(
-        image_processor=image_processor,
+    sizes = {"patch_size": QWEN_PATCH, "merge_size": QWEN_MERGE, "temporal_patch_size": QWEN_TEMPORAL}
+    processor = processor_class(
+        image_processor=Qwen2VLImageProcessor(
+            size={"shortest_edge": 28 * 28, "longest_edge": 56 * 56}, **sizes
+        ),
         tokenizer=tokenizer,
-        video_processor=video_processor,
+        video_processor=Qwen2VLVideoProcessor(**sizes),
         chat_template=chat_template,
     )
     ids = tokenizer.convert_tokens_to_ids
     mrope = [2, 3, 3]  # M-RoPE (temporal, height, width) sections: they sum to head_dim / 2
     assert sum(mrope) == TEXT["hidden_size"] // TEXT["num_attention_heads"] // 2
-    config = Qwen2VLConfig(
-        vision_config={
-            "depth": 2,
-            "embed_dim": 32,
-            "hidden_size": TEXT["hidden_size"],
-            "mlp_ratio": 2,
-            "num_heads": 2,
-            "patch_size": patch,
-            "spatial_merge_size": merge,
-            "temporal_patch_size": temporal,
-        },
-        text_config={
+    config = {
+        "text_config": {
             "vocab_size": len(tokenizer),
             "pad_token_id": tokenizer.pad_token_id,
             "eos_token_id": tokenizer.eos_token_id,
@@ -238,10 +228,28 @@ def build_qwen2_vl(chat_template: str | None = QWEN_TEMPLATE, seed: int = 0):
             "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
             **TEXT,
         },
-        image_token_id=ids("<|image_pad|>"),
-        video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"),
-        vision_end_token_id=ids("<|vision_end|>"),
+        "image_token_id": ids("<|image_pad|>"),
+        "video_token_id": ids("<|video_pad|>"),
+        "vision_start_token_id": ids("<|vision_start|>"),
+        "vision_end_token_id": ids("<|vision_end|>"),
+    }
+    return tokenizer, processor, config
+
+
+def build_qwen2_vl(chat_template: str | None = QWEN_TEMPLATE, seed: int = 0):
+    tokenizer, processor, shared = _qwen_parts(Qwen2VLProcessor, chat_template)
+    config = Qwen2VLConfig(
+        vision_config={
+            "depth": 2,
+            "embed_dim": 32,
+            "hidden_size": TEXT["hidden_size"],
+            "mlp_ratio": 2,
+            "num_heads": 2,
+            "patch_size": QWEN_PATCH,
+            "spatial_merge_size": QWEN_MERGE,
+            "temporal_patch_size": QWEN_TEMPORAL,
+        },
+        **shared,
     )
     torch.manual_seed(seed)
     return _finish(Qwen2VLForConditionalGeneration(config), tokenizer), processor
@@ -310,25 +318,7 @@ def build_idefics3(chat_template: str | None = IDEFICS3_TEMPLATE, seed: int = 0)
 
 # ------------------------------------------------------------------------------------ Qwen2.5-VL
 def build_qwen2_5_vl(chat_template: str | None = QWEN_TEMPLATE, seed: int = 0):
-    patch, merge, temporal = 14, 2, 2
-    tokenizer = build_tokenizer(
-        QWEN_SPECIAL, pad="<|endoftext|>", eos="<|im_end|>", chat_template=chat_template
-    )
-    processor = Qwen2_5_VLProcessor(
-        image_processor=Qwen2VLImageProcessor(
-            size={"shortest_edge": 28 * 28, "longest_edge": 56 * 56},
-            patch_size=patch,
-            merge_size=merge,
-            temporal_patch_size=temporal,
-        ),
-        tokenizer=tokenizer,
-        video_processor=Qwen2VLVideoProcessor(
-            patch_size=patch, merge_size=merge, temporal_patch_size=temporal
-        ),
-        chat_template=chat_template,
-    )
-    ids = tokenizer.convert_tokens_to_ids
-    mrope = [2, 3, 3]
+    tokenizer, processor, shared = _qwen_parts(Qwen2_5_VLProcessor, chat_template)
     config = Qwen2_5_VLConfig(
         vision_config={
             "depth": 2,
@@ -336,24 +326,13 @@ def build_qwen2_5_vl(chat_template: str | None = QWEN_TEMPLATE, seed: int = 0):
             "intermediate_size": 64,
             "num_heads": 2,
             "out_hidden_size": TEXT["hidden_size"],
-            "patch_size": patch,
-            "spatial_merge_size": merge,
-            "temporal_patch_size": temporal,
+            "patch_size": QWEN_PATCH,
+            "spatial_merge_size": QWEN_MERGE,
+            "temporal_patch_size": QWEN_TEMPORAL,
             "window_size": 56,
             "fullatt_block_indexes": [1],
         },
-        text_config={
-            "vocab_size": len(tokenizer),
-            "pad_token_id": tokenizer.pad_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "bos_token_id": None,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope},
-            **TEXT,
-        },
-        image_token_id=ids("<|image_pad|>"),
-        video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"),
-        vision_end_token_id=ids("<|vision_end|>"),
+        **shared,
     )
     torch.manual_seed(seed)
     return _finish(Qwen2_5_VLForConditionalGeneration(config), tokenizer), processor
