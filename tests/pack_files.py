@@ -60,12 +60,10 @@ def write_ucit_arxivqa(root: Path, first_image: int = 0) -> dict:
                 "answer": LETTERS[n],
             }
         )
-    _dump(root / "UCIT" / "ArxivQA" / "train.json", train)
-    _dump(root / "UCIT" / "ArxivQA" / "test.json", test)
     return {
         "name": "arxivqa",
-        "train_file": root / "UCIT" / "ArxivQA" / "train.json",
-        "test_file": root / "UCIT" / "ArxivQA" / "test.json",
+        "train_file": _dump(root / "UCIT" / "ArxivQA" / "train.json", train),
+        "test_file": _dump(root / "UCIT" / "ArxivQA" / "test.json", test),
         "image_folder": images,
         "labels": list(LETTERS),
     }
@@ -93,12 +91,10 @@ def write_ucit_vizwiz_caption(root: Path) -> dict:
         )
         coco["images"].append({"id": n, "file_name": Path(rel).name})
         coco["annotations"] += [{"image_id": n, "id": 10 * n + k, "caption": c} for k, c in enumerate(refs)]
-    _dump(root / "UCIT" / "VizWiz" / "train.json", train)
-    _dump(root / "UCIT" / "VizWiz" / "test.json", test)
     return {
         "name": "vizwiz-caption",
-        "train_file": root / "UCIT" / "VizWiz" / "train.json",
-        "test_file": root / "UCIT" / "VizWiz" / "test.json",
+        "train_file": _dump(root / "UCIT" / "VizWiz" / "train.json", train),
+        "test_file": _dump(root / "UCIT" / "VizWiz" / "test.json", test),
         "image_folder": images,
         "answer_file": _dump(root / "UCIT" / "VizWiz" / "val_coco.json", coco),
     }
@@ -133,12 +129,10 @@ def write_coin_textvqa(root: Path) -> dict:
         )
         data.append({"question_id": qid, "answers": [words[n]] * 7 + ["sign"] * 3})
     folder = root / "playground" / "Instructions_Original" / "TextVQA"
-    _dump(folder / "train.json", train)
-    _dump(folder / "val.json", test)
     return {
         "name": "textvqa",
-        "train_file": folder / "train.json",
-        "test_file": folder / "val.json",
+        "train_file": _dump(folder / "train.json", train),
+        "test_file": _dump(folder / "val.json", test),
         "image_folder": images,
         "answer_file": _dump(
             images / "TextVQA" / "TextVQA_0.5.1_val.json", {"dataset_name": "textvqa", "data": data}
