@@ -13,7 +13,9 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def unknown_name_error(kind: str, name: str, known: Iterable[str]) -> ValueError:
@@ -22,6 +24,14 @@ def unknown_name_error(kind: str, name: str, known: Iterable[str]) -> ValueError
     close = difflib.get_close_matches(name, known, n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     return ValueError(f"unknown {kind} {name!r}.{hint} Known: {', '.join(known)}")
+
+
+def register_unique(table: dict[str, T], kind: str, name: str, value: T) -> T:
+    """``table[name] = value``, refusing a name already in ``table`` (the registries' one rule)."""
+    if name in table:
+        raise ValueError(f"{kind} {name!r} is already registered; choose another name")
+    table[name] = value
+    return value
 
 
 @contextmanager

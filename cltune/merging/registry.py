@@ -15,7 +15,7 @@ from cltune.merging.task_arithmetic import task_arithmetic_merge
 from cltune.merging.ties import ties_merge
 from cltune.merging.tsv import tsv_merge
 from cltune.merging.wise_ft import wise_ft_merge
-from cltune.utils import unknown_name_error
+from cltune.utils import register_unique, unknown_name_error
 
 MergeMethod = Callable[..., Tensor]
 """``merge(deltas: Sequence[Tensor], weights: Sequence[float] | None, **params) -> Tensor``."""
@@ -36,10 +36,7 @@ def register_merge_method(name: str) -> Callable[[MergeMethod], MergeMethod]:
     ``merge_state_dicts(..., method=name)`` and the presets that take a merge method name find it."""
 
     def wrap(merge: MergeMethod) -> MergeMethod:
-        if name in MERGE_METHODS:
-            raise ValueError(f"merge method {name!r} is already registered; choose another name")
-        MERGE_METHODS[name] = merge
-        return merge
+        return register_unique(MERGE_METHODS, "merge method", name, merge)
 
     return wrap
 

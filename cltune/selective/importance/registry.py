@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cltune.utils import unknown_name_error
+from cltune.utils import register_unique, unknown_name_error
 
 
 @dataclass(frozen=True)
@@ -48,9 +48,12 @@ def register_importance(
     or called on the function (``register_importance("mas")(mas)``)."""
 
     def wrap(compute: Callable) -> Callable:
-        if name in IMPORTANCE_MEASURES:
-            raise ValueError(f"importance measure {name!r} is already registered; choose another name")
-        IMPORTANCE_MEASURES[name] = Measure(name, compute, batches, reference, tracked, partial)
+        register_unique(
+            IMPORTANCE_MEASURES,
+            "importance measure",
+            name,
+            Measure(name, compute, batches, reference, tracked, partial),
+        )
         return compute
 
     return wrap
