@@ -7,8 +7,9 @@ Every mechanism of a strategy (replay, regularizers, masks, adapters, merging) i
 With ``grad_accum`` > 1 an optimizer update follows every ``grad_accum``-th micro-batch; its
 ``.grad`` is complete only after that micro-batch's backward. ``after_accumulation`` marks that
 boundary: it runs once per update, when ``.grad`` holds the update's gradient summed over its
-micro-batches, unscaled and not yet clipped, and only for an update that will step. A plugin that
-reads whole-update gradients (SPIDER's ΣG) uses it instead of counting micro-batches.
+micro-batches, unscaled and not yet clipped, and only for an update that will step.
+``before_update`` follows it after clipping, with the gradient the optimizer steps (SPIDER's ΣG,
+as its authors read it). Neither needs a plugin to count micro-batches.
 
 Under ``precision="fp16"`` the loss is scaled before backward (``scaler``), so at
 ``after_backward`` ``.grad`` holds the gradients times ``scaler.get_scale()``; they are unscaled
